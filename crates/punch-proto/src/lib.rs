@@ -1,0 +1,9 @@
+//! Sans-IO core of punch: everything that can be decided from bytes and time alone.
+//!
+//! Nothing here opens a socket, spawns a task or reads a clock: callers pass `now`
+//! and the bytes they received, and take back what to send and when to wake up.
+//! That keeps protocol behaviour testable in virtual time (see `tests/`).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod stun;

@@ -1,0 +1,2 @@
+//! punch networking.
+#![deny(missing_docs)]
