@@ -1,1 +1,150 @@
-fn main() {}
+//! The `punch` command: parses arguments and configuration, then hands over.
+mod chat;
+mod demo;
+mod report;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use punch::client::ClientConfig;
+use punch::server::ServerConfig;
+use tracing_subscriber::EnvFilter;
+
+/// Connect programs behind NATs directly, peer to peer.
+///
+/// A rendezvous server learns each client's public address; when one asks for another,
+/// both punch a hole through their NATs at once and talk directly over QUIC,
+/// authenticated end to end by their Ed25519 keys.
+#[derive(Parser, Debug)]
+#[command(name = "punch", version, propagate_version = true)]
+struct Cli {
+    /// More log output on stderr (-v info, -vv debug). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a rendezvous server (STUN binding, peer registry, introductions).
+    ///
+    /// Check it from anywhere with: echo '<Hi!>' | nc -u -w1 HOST 3478   (answers <HI!>)
+    Server {
+        /// UDP address to listen on.
+        #[arg(long, default_value = "0.0.0.0:3478")]
+        listen: SocketAddr,
+    },
+    /// Chat with peers directly: every line you type goes to every connected peer.
+    ///
+    /// Start one side with just a name; the other names it with --peer. Incoming
+    /// messages print as `[name] text`. Ctrl-D sends what is left and leaves.
+    Chat {
+        /// Rendezvous server, HOST or HOST:PORT (port 3478 if omitted).
+        #[arg(long, env = "PUNCH_SERVER")]
+        server: String,
+        /// Your name on the server.
+        #[arg(long)]
+        name: String,
+        /// A peer to connect to (repeat for a group chat). Peers that reach you are accepted.
+        #[arg(long = "peer")]
+        peers: Vec<String>,
+        /// One JSON object per line on stdout instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Directory holding your identity key (created on first run).
+        #[arg(long, env = "PUNCH_HOME")]
+        home: Option<PathBuf>,
+        /// Local UDP address to bind.
+        #[arg(long, default_value = "0.0.0.0:0")]
+        bind: SocketAddr,
+        /// Seconds to try punching before giving up on a direct path.
+        #[arg(long, default_value_t = 10.0)]
+        punch_timeout: f64,
+        /// Seconds between keepalives on a peer path.
+        #[arg(long, default_value_t = 15.0)]
+        keepalive: f64,
+        /// Seconds between registration refreshes (keepalives to the server).
+        #[arg(long, default_value_t = 25.0)]
+        server_keepalive: f64,
+    },
+    /// Show punch working: a server and two peers on loopback, in one process.
+    Demo,
+}
+
+fn secs(name: &str, v: f64) -> Result<Duration> {
+    anyhow::ensure!(
+        v.is_finite() && v > 0.0 && v < 86_400.0,
+        "--{name} must be between 0 and 86400 seconds, got {v}"
+    );
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn default_home() -> Result<PathBuf> {
+    dirs::config_dir()
+        .map(|d| d.join("punch"))
+        .context("no config directory known for this user; pass --home DIR or set PUNCH_HOME")
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let default_level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Server { listen } => {
+                let socket = tokio::net::UdpSocket::bind(listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen}"))?;
+                eprintln!("punch server listening on {} (UDP)", socket.local_addr()?);
+                let shutdown = async {
+                    let _ = tokio::signal::ctrl_c().await;
+                };
+                punch::server::run(socket, ServerConfig::default(), shutdown).await?;
+                Ok(())
+            }
+            Command::Chat {
+                server,
+                name,
+                peers,
+                json,
+                home,
+                bind,
+                punch_timeout,
+                keepalive,
+                server_keepalive,
+            } => {
+                let server = chat::resolve_server(&server, 3478)?;
+                let mut client = ClientConfig::new(server, name);
+                client.bind = bind;
+                client.punch.deadline = secs("punch-timeout", punch_timeout)?;
+                client.peer_keepalive = secs("keepalive", keepalive)?;
+                client.server_keepalive = secs("server-keepalive", server_keepalive)?;
+                let home = match home {
+                    Some(h) => h,
+                    None => default_home()?,
+                };
+                let opts = chat::ChatOptions {
+                    client,
+                    peers,
+                    home,
+                };
+                chat::run(opts, report::Reporter::new(json)).await
+            }
+            Command::Demo => demo::run().await,
+        }
+    })
+}

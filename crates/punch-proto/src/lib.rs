@@ -6,4 +6,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod agent;
+pub mod rendezvous;
 pub mod stun;
+pub mod wire;

@@ -1,2 +1,18 @@
-//! punch networking.
+//! punch networking: the tokio side of punch.
+//!
+//! - [`socket`]: the one UDP socket a client owns, demultiplexed between protocols;
+//! - [`server`]: the rendezvous server (STUN, `<Hi!>`, registry, introductions);
+//! - [`client`]: registration, punching and authenticated QUIC connections to peers;
+//! - [`identity`] and [`tls`]: Ed25519 identities and pinned-key TLS.
+//!
+//! Protocol decisions live in the sans-IO crate `punch_proto`; this crate moves bytes.
 #![deny(missing_docs)]
+
+pub mod chat;
+pub mod client;
+pub mod identity;
+pub mod server;
+pub mod socket;
+pub mod tls;
+
+pub use punch_proto;

@@ -1,0 +1,92 @@
+//! What the CLI tells the user: one event per line, as text or as JSON.
+//!
+//! Owns the wording and the JSON schema of every event `punch chat` and `punch demo`
+//! print on stdout. Logs go to stderr through tracing and are not part of this.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+/// Prints events in the chosen form. Every line is flushed at once (tests and pipes read it).
+#[derive(Debug, Clone)]
+pub struct Reporter {
+    json: bool,
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 10.0).round() / 10.0
+}
+
+impl Reporter {
+    /// A reporter printing JSON lines if `json`, text otherwise.
+    pub fn new(json: bool) -> Reporter {
+        Reporter { json }
+    }
+
+    fn emit(&self, value: Value, text: String) {
+        let mut out = std::io::stdout().lock();
+        let line = if self.json { value.to_string() } else { text };
+        // A closed stdout (the reader went away) is not worth dying for mid-chat.
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+
+    /// Registered with the server.
+    pub fn registered(&self, name: &str, key: &str, public: SocketAddr, local: SocketAddr) {
+        self.emit(
+            json!({"event":"registered","name":name,"key":key,"public":public.to_string(),"local":local.to_string()}),
+            format!("registered as {name} (public address {public}, local {local}); key {key}"),
+        );
+    }
+
+    /// Connected to a peer.
+    pub fn connected(
+        &self,
+        peer: &str,
+        path: &str,
+        candidate: &str,
+        remote: SocketAddr,
+        rtt: Duration,
+    ) {
+        self.emit(
+            json!({"event":"connected","peer":peer,"path":path,"candidate":candidate,
+                   "remote":remote.to_string(),"rtt_ms":ms(rtt)}),
+            format!(
+                "connected to {peer}: {path} path to its {candidate} address {remote}, rtt {:.1} ms",
+                ms(rtt)
+            ),
+        );
+    }
+
+    /// A message arrived.
+    pub fn message(&self, from: &str, text: &str) {
+        self.emit(
+            json!({"event":"message","from":from,"text":text}),
+            format!("[{from}] {text}"),
+        );
+    }
+
+    /// A peer went away.
+    pub fn disconnected(&self, peer: &str, reason: &str) {
+        self.emit(
+            json!({"event":"disconnected","peer":peer,"reason":reason}),
+            format!("{peer} disconnected: {reason}"),
+        );
+    }
+
+    /// Something failed; `peer` when it concerns one.
+    pub fn error(&self, peer: Option<&str>, reason: &str) {
+        let text = match peer {
+            Some(p) => format!("error with {p}: {reason}"),
+            None => format!("error: {reason}"),
+        };
+        self.emit(json!({"event":"error","peer":peer,"reason":reason}), text);
+    }
+
+    /// Something worth knowing that is not an error.
+    pub fn notice(&self, text: &str) {
+        self.emit(json!({"event":"notice","text":text}), text.to_string());
+    }
+}

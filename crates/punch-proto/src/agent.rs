@@ -1,0 +1,386 @@
+//! The hole-punching agent: one per punching session, sans-IO.
+//!
+//! Owns the probe schedule toward a peer's candidates, the answers to the peer's probes,
+//! learning peer-reflexive candidates, and choosing the path. It does not own sockets,
+//! clocks, QUIC or the rendezvous exchange: the caller feeds it decoded
+//! [`Frame::Probe`]/[`Frame::ProbeAck`] frames and the time, and drains
+//! [`Agent::poll_transmit`], [`Agent::poll_event`] and [`Agent::poll_timeout`] after
+//! every input (the str0m/quinn-proto shape).
+//!
+//! # Schedule
+//! 1. **Open** (t = 0): one probe to every candidate with a low TTL
+//!    ([`PunchConfig::open_ttl`]). It passes our own NAT, creating the mapping and the
+//!    filter entry toward the peer, and expires in the core before it reaches the peer's
+//!    NAT. This is the remedy for the conntrack race described in the design notes (the
+//!    same idea hyperdht uses): a full probe that reaches the peer's NAT before the peer
+//!    has sent toward us creates a conntrack entry there that steals the mapping the peer
+//!    needs, and the pair fails.
+//! 2. **Probe** (t = [`PunchConfig::open_delay`]): full-TTL probes to every candidate,
+//!    repeated at [`PunchConfig::probe_interval`], growing by half each round up to
+//!    [`PunchConfig::max_probe_interval`], until the path is chosen or
+//!    [`PunchConfig::deadline`] passes.
+//! 3. A probe from an address we do not know is answered and becomes a peer-reflexive
+//!    candidate (RFC 8445 §7.3.1.3): that is how a symmetric NAT's fresh port is learned.
+//! 4. An ack proves the path both ways. A private (host) path wins over a public one
+//!    when both work (peers behind the same NAT); if a public path answers first while
+//!    host candidates are untried, the agent waits [`PunchConfig::private_grace`] for them.
+//!
+//! After [`Event::Selected`] the agent stops probing but keeps answering probes, so the
+//! peer can finish choosing its own path.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::wire::Frame;
+
+/// Low TTL for the opening probes: passes the host's own NAT (hop 1) and expires at the
+/// next router (hop 2), before the peer's NAT.
+pub const DEFAULT_OPEN_TTL: u32 = 2;
+/// Wait after the opening probes before full probes: covers the skew between the two
+/// introductions' arrival times, so both sides have opened their NAT first.
+pub const DEFAULT_OPEN_DELAY: Duration = Duration::from_millis(60);
+/// First interval between probe rounds (the issue asks for 100-200 ms, growing).
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// Cap of the growing probe interval.
+pub const DEFAULT_MAX_PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// Give up on a direct path after this long.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a working public path waits for an untried private one.
+pub const DEFAULT_PRIVATE_GRACE: Duration = Duration::from_millis(50);
+/// Most candidates tracked per session (reported + learned); bounds the table against a
+/// peer or attacker that sprays probes from many ports.
+pub const MAX_CANDIDATES: usize = 16;
+
+/// Tunables of the punching schedule.
+#[derive(Debug, Clone)]
+pub struct PunchConfig {
+    /// TTL of the opening probes; `None` skips the opening round.
+    pub open_ttl: Option<u32>,
+    /// Delay between the opening probes and the first full probes.
+    pub open_delay: Duration,
+    /// First interval between full probe rounds.
+    pub probe_interval: Duration,
+    /// Cap of the probe interval.
+    pub max_probe_interval: Duration,
+    /// Deadline after which the session fails.
+    pub deadline: Duration,
+    /// Wait for untried private candidates after a public path works.
+    pub private_grace: Duration,
+}
+
+impl Default for PunchConfig {
+    fn default() -> Self {
+        PunchConfig {
+            open_ttl: Some(DEFAULT_OPEN_TTL),
+            open_delay: DEFAULT_OPEN_DELAY,
+            probe_interval: DEFAULT_PROBE_INTERVAL,
+            max_probe_interval: DEFAULT_MAX_PROBE_INTERVAL,
+            deadline: DEFAULT_DEADLINE,
+            private_grace: DEFAULT_PRIVATE_GRACE,
+        }
+    }
+}
+
+/// Where a candidate came from; also its preference (earlier variants win).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CandidateKind {
+    /// A private address the peer reported (same LAN / same NAT).
+    Host,
+    /// The public address the server observed for the peer.
+    ServerReflexive,
+    /// An address a probe or ack arrived from that nobody reported.
+    PeerReflexive,
+}
+
+impl CandidateKind {
+    /// Lowercase name for logs and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CandidateKind::Host => "private",
+            CandidateKind::ServerReflexive => "public",
+            CandidateKind::PeerReflexive => "peer-reflexive",
+        }
+    }
+}
+
+/// A datagram the agent wants sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination.
+    pub dest: SocketAddr,
+    /// IP TTL to send with; `None` for the socket's default.
+    pub ttl: Option<u32>,
+    /// The encoded frame.
+    pub payload: Vec<u8>,
+}
+
+/// Why a session failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailReason {
+    /// No candidate answered before the deadline.
+    Deadline,
+}
+
+/// What the agent reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A path works both ways and is chosen.
+    Selected {
+        /// The peer's address on that path.
+        addr: SocketAddr,
+        /// Which kind of candidate it was.
+        kind: CandidateKind,
+        /// Round-trip time of the probe that proved it.
+        rtt: Duration,
+    },
+    /// No path worked.
+    Failed(FailReason),
+}
+
+#[derive(Debug, Clone)]
+struct Candidate {
+    addr: SocketAddr,
+    kind: CandidateKind,
+    /// Round-trip time once an ack arrived.
+    rtt: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Opening probes sent; full probes start at the given time.
+    Opening,
+    /// Full probes running.
+    Probing,
+    /// A path is chosen (or the session failed); only answering now.
+    Done,
+}
+
+/// Most probe send times remembered for RTT measurement.
+const MAX_SENT: usize = 64;
+
+/// One punching session toward one peer.
+#[derive(Debug)]
+pub struct Agent {
+    cfg: PunchConfig,
+    session: u64,
+    started: Instant,
+    state: State,
+    candidates: Vec<Candidate>,
+    next_round: Instant,
+    interval: Duration,
+    seq: u32,
+    /// (seq, destination, send time) of recent probes.
+    sent: VecDeque<(u32, SocketAddr, Instant)>,
+    /// When a working public path stops waiting for private ones.
+    grace_until: Option<Instant>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+}
+
+impl Agent {
+    /// Start a session at `now` toward the peer's reported candidates.
+    pub fn new(
+        cfg: PunchConfig,
+        session: u64,
+        candidates: impl IntoIterator<Item = (SocketAddr, CandidateKind)>,
+        now: Instant,
+    ) -> Agent {
+        let mut agent = Agent {
+            next_round: now + cfg.open_delay,
+            interval: cfg.probe_interval,
+            cfg,
+            session,
+            started: now,
+            state: State::Opening,
+            candidates: Vec::new(),
+            seq: 0,
+            sent: VecDeque::new(),
+            grace_until: None,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        };
+        for (addr, kind) in candidates {
+            agent.add_candidate(addr, kind);
+        }
+        match agent.cfg.open_ttl {
+            Some(ttl) => {
+                for i in 0..agent.candidates.len() {
+                    let dest = agent.candidates[i].addr;
+                    agent.send_probe(now, dest, Some(ttl));
+                }
+            }
+            None => {
+                agent.state = State::Probing;
+                agent.next_round = now;
+                agent.handle_timeout(now);
+            }
+        }
+        agent
+    }
+
+    /// The session id this agent answers to.
+    pub fn session(&self) -> u64 {
+        self.session
+    }
+
+    /// True once the agent has chosen a path or failed.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    fn add_candidate(&mut self, addr: SocketAddr, kind: CandidateKind) -> bool {
+        if self.candidates.iter().any(|c| c.addr == addr) {
+            return false;
+        }
+        if self.candidates.len() >= MAX_CANDIDATES {
+            return false;
+        }
+        self.candidates.push(Candidate {
+            addr,
+            kind,
+            rtt: None,
+        });
+        true
+    }
+
+    fn send_probe(&mut self, now: Instant, dest: SocketAddr, ttl: Option<u32>) {
+        self.seq = self.seq.wrapping_add(1);
+        let frame = Frame::Probe {
+            session: self.session,
+            seq: self.seq,
+        };
+        if let Ok(payload) = frame.encode() {
+            self.transmits.push_back(Transmit { dest, ttl, payload });
+        }
+        if self.sent.len() >= MAX_SENT {
+            self.sent.pop_front();
+        }
+        self.sent.push_back((self.seq, dest, now));
+    }
+
+    /// Feed a decoded frame that arrived from `from`. Frames of other sessions and other
+    /// kinds are ignored (the caller routes by session id).
+    pub fn handle_frame(&mut self, now: Instant, from: SocketAddr, frame: &Frame) {
+        match *frame {
+            Frame::Probe { session, seq } if session == self.session => {
+                let ack = Frame::ProbeAck {
+                    session,
+                    seq,
+                    observed: from,
+                };
+                if let Ok(payload) = ack.encode() {
+                    self.transmits.push_back(Transmit {
+                        dest: from,
+                        ttl: None,
+                        payload,
+                    });
+                }
+                if self.state != State::Done
+                    && self.add_candidate(from, CandidateKind::PeerReflexive)
+                {
+                    // Probe the new candidate at once: its mapping is fresh and open.
+                    self.send_probe(now, from, None);
+                }
+            }
+            Frame::ProbeAck { session, seq, .. } if session == self.session => {
+                if self.state == State::Done {
+                    return;
+                }
+                let sent_at = self
+                    .sent
+                    .iter()
+                    .find(|(s, _, _)| *s == seq)
+                    .map(|&(_, _, t)| t);
+                let Some(sent_at) = sent_at else { return };
+                let rtt = now.saturating_duration_since(sent_at);
+                self.add_candidate(from, CandidateKind::PeerReflexive);
+                if let Some(c) = self.candidates.iter_mut().find(|c| c.addr == from) {
+                    if c.rtt.is_none() {
+                        c.rtt = Some(rtt);
+                    }
+                }
+                self.maybe_select(now);
+            }
+            _ => {}
+        }
+    }
+
+    /// Choose a path if the best working one cannot be beaten any more.
+    fn maybe_select(&mut self, now: Instant) {
+        let best = self
+            .candidates
+            .iter()
+            .filter(|c| c.rtt.is_some())
+            .min_by_key(|c| (c.kind, c.rtt))
+            .cloned();
+        let Some(best) = best else { return };
+        let host_pending = self
+            .candidates
+            .iter()
+            .any(|c| c.kind == CandidateKind::Host && c.rtt.is_none());
+        if best.kind != CandidateKind::Host && host_pending {
+            let until = *self.grace_until.get_or_insert(now + self.cfg.private_grace);
+            if now < until {
+                return;
+            }
+        }
+        self.state = State::Done;
+        self.events.push_back(Event::Selected {
+            addr: best.addr,
+            kind: best.kind,
+            rtt: best.rtt.unwrap_or_default(),
+        });
+    }
+
+    /// Advance timers to `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == State::Done {
+            return;
+        }
+        if self.grace_until.is_some_and(|t| now >= t) {
+            self.maybe_select(now);
+            if self.state == State::Done {
+                return;
+            }
+        }
+        if now >= self.started + self.cfg.deadline {
+            self.state = State::Done;
+            self.events.push_back(Event::Failed(FailReason::Deadline));
+            return;
+        }
+        if now >= self.next_round {
+            self.state = State::Probing;
+            let dests: Vec<SocketAddr> = self.candidates.iter().map(|c| c.addr).collect();
+            for dest in dests {
+                self.send_probe(now, dest, None);
+            }
+            self.next_round = now + self.interval;
+            self.interval = (self.interval + self.interval / 2).min(self.cfg.max_probe_interval);
+        }
+    }
+
+    /// When [`Agent::handle_timeout`] should be called next; `None` once done.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.state == State::Done {
+            return None;
+        }
+        let deadline = self.started + self.cfg.deadline;
+        let mut t = self.next_round.min(deadline);
+        if let Some(g) = self.grace_until {
+            t = t.min(g);
+        }
+        Some(t)
+    }
+
+    /// Next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+}

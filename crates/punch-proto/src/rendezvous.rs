@@ -1,0 +1,354 @@
+//! The rendezvous server's state machine: registry and introductions, sans-IO.
+//!
+//! Owns the table of registered peers (name -> key, public address, private addresses,
+//! expiry), answering [`Frame::Register`], [`Frame::Connect`] and [`Frame::IntroduceAck`],
+//! and retransmitting introductions until the introduced side acknowledges them. It does
+//! not own sockets, STUN or the `<Hi!>` liveness check (the IO layer answers those before
+//! frames reach this module).
+//!
+//! Every table is bounded ([`RendezvousConfig`]); a full table answers [`ErrorCode::Busy`].
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::wire::{ErrorCode, Frame, KeyBytes, PeerInfo, MAX_NAME_LEN};
+
+/// How long a registration lives without a refresh. Clients refresh every 25 s
+/// (below the 30 s many NATs give idle UDP mappings), so three refreshes may be lost.
+pub const DEFAULT_REGISTRATION_TTL: Duration = Duration::from_secs(90);
+/// Most registered peers.
+pub const DEFAULT_MAX_PEERS: usize = 100_000;
+/// Retransmission interval of an introduction to the introduced (passive) side.
+pub const INTRO_RETRANSMIT: Duration = Duration::from_millis(250);
+/// Introductions sent to the passive side before giving up (first send included).
+pub const INTRO_ATTEMPTS: u32 = 6;
+/// How long a `Connect` transaction is remembered, so a retransmitted request gets the
+/// same session instead of a second one.
+pub const CONNECT_DEDUP_TTL: Duration = Duration::from_secs(10);
+/// Most introductions in flight (and remembered transactions).
+pub const MAX_PENDING: usize = 10_000;
+
+/// Tunables of the rendezvous server.
+#[derive(Debug, Clone)]
+pub struct RendezvousConfig {
+    /// Lifetime of a registration without refresh.
+    pub registration_ttl: Duration,
+    /// Most registered peers.
+    pub max_peers: usize,
+}
+
+impl Default for RendezvousConfig {
+    fn default() -> Self {
+        RendezvousConfig {
+            registration_ttl: DEFAULT_REGISTRATION_TTL,
+            max_peers: DEFAULT_MAX_PEERS,
+        }
+    }
+}
+
+/// Counters for logs and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Registrations accepted (new or refreshed).
+    pub registrations: u64,
+    /// Introductions made.
+    pub introductions: u64,
+    /// Requests answered with an error.
+    pub errors: u64,
+    /// Introductions given up after [`INTRO_ATTEMPTS`].
+    pub intro_timeouts: u64,
+    /// Registrations expired.
+    pub expired: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Registration {
+    key: KeyBytes,
+    public: SocketAddr,
+    private: Vec<SocketAddr>,
+    expires: Instant,
+}
+
+#[derive(Debug)]
+struct PendingIntro {
+    to: SocketAddr,
+    payload: Vec<u8>,
+    next: Instant,
+    attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+struct ConnectRecord {
+    /// Both introductions as sent, to repeat on a retransmitted request.
+    to_requester: Vec<u8>,
+    target_addr: SocketAddr,
+    to_target: Vec<u8>,
+    expires: Instant,
+}
+
+/// The rendezvous state machine.
+#[derive(Debug)]
+pub struct Rendezvous {
+    cfg: RendezvousConfig,
+    peers: HashMap<String, Registration>,
+    pending: HashMap<u64, PendingIntro>,
+    connects: HashMap<(SocketAddr, u64), ConnectRecord>,
+    transmits: VecDeque<(SocketAddr, Vec<u8>)>,
+    rng: StdRng,
+    stats: Stats,
+}
+
+impl Rendezvous {
+    /// A server with no peers; `seed` drives the session ids it picks.
+    pub fn new(cfg: RendezvousConfig, seed: u64) -> Rendezvous {
+        Rendezvous {
+            cfg,
+            peers: HashMap::new(),
+            pending: HashMap::new(),
+            connects: HashMap::new(),
+            transmits: VecDeque::new(),
+            rng: StdRng::seed_from_u64(seed),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Number of live registrations.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    fn send(&mut self, to: SocketAddr, frame: &Frame) -> Option<Vec<u8>> {
+        match frame.encode() {
+            Ok(bytes) => {
+                self.transmits.push_back((to, bytes.clone()));
+                Some(bytes)
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn error(&mut self, to: SocketAddr, txn: u64, code: ErrorCode, detail: &str) {
+        self.stats.errors += 1;
+        let mut reason = detail.to_string();
+        reason.truncate(crate::wire::MAX_REASON_LEN);
+        self.send(to, &Frame::Error { txn, code, reason });
+    }
+
+    fn live(&self, name: &str, now: Instant) -> Option<&Registration> {
+        self.peers.get(name).filter(|r| r.expires > now)
+    }
+
+    /// Feed a decoded frame from `from`. Frames a server does not take are ignored.
+    pub fn handle_frame(&mut self, now: Instant, from: SocketAddr, frame: Frame) {
+        match frame {
+            Frame::Register {
+                txn,
+                name,
+                key,
+                private,
+            } => self.register(now, from, txn, name, key, private),
+            Frame::Connect { txn, target } => self.connect(now, from, txn, target),
+            Frame::IntroduceAck { session }
+                if self.pending.get(&session).is_some_and(|p| p.to == from) =>
+            {
+                self.pending.remove(&session);
+            }
+            _ => {}
+        }
+    }
+
+    fn register(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        txn: u64,
+        name: String,
+        key: KeyBytes,
+        private: Vec<SocketAddr>,
+    ) {
+        if let Some(existing) = self.live(&name, now) {
+            if existing.key != key {
+                let detail = format!("the name {name:?} is registered by another key");
+                return self.error(from, txn, ErrorCode::NameTaken, &detail);
+            }
+        } else if self.peers.len() >= self.cfg.max_peers && !self.peers.contains_key(&name) {
+            self.expire(now);
+            if self.peers.len() >= self.cfg.max_peers {
+                return self.error(from, txn, ErrorCode::Busy, "registry full");
+            }
+        }
+        let expires = now + self.cfg.registration_ttl;
+        self.peers.insert(
+            name,
+            Registration {
+                key,
+                public: from,
+                private,
+                expires,
+            },
+        );
+        self.stats.registrations += 1;
+        let expires_secs = u32::try_from(self.cfg.registration_ttl.as_secs()).unwrap_or(u32::MAX);
+        self.send(
+            from,
+            &Frame::Registered {
+                txn,
+                observed: from,
+                expires_secs,
+            },
+        );
+    }
+
+    fn requester_name(&self, from: SocketAddr, now: Instant) -> Option<String> {
+        self.peers
+            .iter()
+            .find(|(_, r)| r.public == from && r.expires > now)
+            .map(|(n, _)| n.clone())
+    }
+
+    fn connect(&mut self, now: Instant, from: SocketAddr, txn: u64, target: String) {
+        if let Some(rec) = self.connects.get(&(from, txn)).cloned() {
+            // A retransmitted request: repeat both introductions, same session.
+            self.transmits.push_back((from, rec.to_requester));
+            self.transmits.push_back((rec.target_addr, rec.to_target));
+            return;
+        }
+        let Some(me) = self.requester_name(from, now) else {
+            return self.error(
+                from,
+                txn,
+                ErrorCode::NotRegistered,
+                "register before connecting",
+            );
+        };
+        if me == target {
+            return self.error(
+                from,
+                txn,
+                ErrorCode::SelfConnect,
+                "cannot connect to yourself",
+            );
+        }
+        let Some(peer) = self.live(&target, now).cloned() else {
+            let detail = format!("peer unknown: {target:?} is not registered");
+            return self.error(from, txn, ErrorCode::UnknownPeer, &detail);
+        };
+        if self.pending.len() >= MAX_PENDING || self.connects.len() >= MAX_PENDING {
+            self.expire(now);
+            if self.pending.len() >= MAX_PENDING || self.connects.len() >= MAX_PENDING {
+                return self.error(
+                    from,
+                    txn,
+                    ErrorCode::Busy,
+                    "too many introductions in flight",
+                );
+            }
+        }
+        // `me` was found by address, so it is registered: the lookup cannot miss.
+        let Some(mine) = self.peers.get(&me).cloned() else {
+            return;
+        };
+        let session: u64 = self.rng.random();
+        debug_assert!(me.len() <= MAX_NAME_LEN);
+        let to_requester = Frame::Introduce {
+            txn,
+            session,
+            initiator: true,
+            peer: PeerInfo {
+                name: target,
+                key: peer.key,
+                public: peer.public,
+                private: peer.private,
+            },
+        };
+        let to_target = Frame::Introduce {
+            txn: 0,
+            session,
+            initiator: false,
+            peer: PeerInfo {
+                name: me,
+                key: mine.key,
+                public: mine.public,
+                private: mine.private,
+            },
+        };
+        // Both at once, so both sides start punching together.
+        let (Some(a), Some(b)) = (
+            self.send(from, &to_requester),
+            self.send(peer.public, &to_target),
+        ) else {
+            return;
+        };
+        self.stats.introductions += 1;
+        self.pending.insert(
+            session,
+            PendingIntro {
+                to: peer.public,
+                payload: b.clone(),
+                next: now + INTRO_RETRANSMIT,
+                attempts: 1,
+            },
+        );
+        self.connects.insert(
+            (from, txn),
+            ConnectRecord {
+                to_requester: a,
+                target_addr: peer.public,
+                to_target: b,
+                expires: now + CONNECT_DEDUP_TTL,
+            },
+        );
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let before = self.peers.len();
+        self.peers.retain(|_, r| r.expires > now);
+        self.stats.expired += (before - self.peers.len()) as u64;
+        self.connects.retain(|_, c| c.expires > now);
+    }
+
+    /// Advance timers: retransmit introductions, expire registrations.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.expire(now);
+        let mut gave_up = Vec::new();
+        for (session, p) in self.pending.iter_mut() {
+            if p.next <= now {
+                if p.attempts >= INTRO_ATTEMPTS {
+                    gave_up.push(*session);
+                    continue;
+                }
+                p.attempts += 1;
+                p.next = now + INTRO_RETRANSMIT * p.attempts;
+                self.transmits.push_back((p.to, p.payload.clone()));
+            }
+        }
+        for s in gave_up {
+            self.pending.remove(&s);
+            self.stats.intro_timeouts += 1;
+        }
+    }
+
+    /// When [`Rendezvous::handle_timeout`] should run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let intro = self.pending.values().map(|p| p.next).min();
+        let expiry = self.peers.values().map(|r| r.expires).min();
+        match (intro, expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Next datagram to send: (destination, bytes).
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.transmits.pop_front()
+    }
+}

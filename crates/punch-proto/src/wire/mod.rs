@@ -1,0 +1,300 @@
+//! punch's own frames: rendezvous (client <-> server) and punching (peer <-> peer).
+//!
+//! Owns the byte layout of every datagram punch sends that is neither STUN nor QUIC.
+//! It does not own what the frames *mean*: the server's registry lives in
+//! [`crate::rendezvous`], the punching logic in [`crate::agent`].
+//!
+//! # Layout
+//! ```text
+//! byte 0     FRAME_TAG (0x2A): in 16..=63, the range RFC 7983 leaves free of STUN (0-3),
+//!            DTLS (20-63 is DTLS only for DTLS users; punch runs none), and QUIC (64-255,
+//!            with the QUIC bit always set: the endpoint disables greasing)
+//! byte 1     WIRE_VERSION
+//! byte 2..   postcard encoding of [`Frame`]
+//! ```
+//! Every datagram is at most [`MAX_FRAME_LEN`] bytes; decoding checks the tag, the version,
+//! the length and every bound (names, address lists, reasons) before a value reaches the caller.
+//! Postcard is hand-checked here rather than trusted: a frame that decodes but breaks a bound
+//! is rejected with [`WireError::Bounds`].
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// First byte of every punch frame (see the module doc for the demultiplexing ranges).
+pub const FRAME_TAG: u8 = 0x2A;
+/// Version of the frame encoding; bumped on any incompatible change.
+pub const WIRE_VERSION: u8 = 1;
+/// Largest datagram punch sends or accepts as a frame. 1200 bytes fits every path that
+/// carries QUIC (RFC 9000 §14: QUIC requires a 1200-byte MTU), so frames are never fragmented.
+pub const MAX_FRAME_LEN: usize = 1200;
+/// Longest peer name, in bytes of UTF-8.
+pub const MAX_NAME_LEN: usize = 64;
+/// Most private (host) addresses a client may report.
+pub const MAX_PRIVATE_ADDRS: usize = 8;
+/// Longest human-readable reason carried in an error frame, in bytes.
+pub const MAX_REASON_LEN: usize = 200;
+
+/// The liveness request anyone can send with netcat: `echo '<Hi!>' | nc -u -w1 HOST 3478`.
+pub const HI_REQUEST: &[u8] = b"<Hi!>";
+/// The server's answer to [`HI_REQUEST`].
+pub const HI_RESPONSE: &[u8] = b"<HI!>";
+
+/// An Ed25519 public key as 32 raw bytes (the identity of a peer).
+pub type KeyBytes = [u8; 32];
+
+/// Everything a peer needs to know to punch toward another peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// The peer's registered name.
+    pub name: String,
+    /// The peer's Ed25519 public key: the only thing that identifies it end to end.
+    pub key: KeyBytes,
+    /// The public (NAT-mapped) address the server observed for the peer.
+    pub public: SocketAddr,
+    /// The private (host) addresses the peer reported.
+    pub private: Vec<SocketAddr>,
+}
+
+/// Why the server refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// No peer of that name is registered (or its registration expired).
+    UnknownPeer,
+    /// The name is held by another key.
+    NameTaken,
+    /// A client asked to be introduced to itself.
+    SelfConnect,
+    /// The request must follow a registration from the same address.
+    NotRegistered,
+    /// The server's tables are full.
+    Busy,
+    /// The request was malformed or broke a bound.
+    BadRequest,
+}
+
+impl ErrorCode {
+    /// A short human explanation, used in error events.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ErrorCode::UnknownPeer => "peer unknown: no peer of that name is registered",
+            ErrorCode::NameTaken => "name taken: another key holds that name",
+            ErrorCode::SelfConnect => "cannot connect to yourself",
+            ErrorCode::NotRegistered => "not registered with the server",
+            ErrorCode::Busy => "server busy",
+            ErrorCode::BadRequest => "bad request",
+        }
+    }
+}
+
+/// One punch frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Frame {
+    /// Client -> server: register (or refresh) `name` with `key`. Also the keepalive.
+    Register {
+        /// Transaction id chosen by the client; echoed in the answer.
+        txn: u64,
+        /// Name to be reachable under.
+        name: String,
+        /// The client's identity key.
+        key: KeyBytes,
+        /// The client's private (host) addresses.
+        private: Vec<SocketAddr>,
+    },
+    /// Server -> client: registration accepted.
+    Registered {
+        /// The transaction answered.
+        txn: u64,
+        /// The public address the server saw the request come from.
+        observed: SocketAddr,
+        /// Seconds after which the registration expires unless refreshed.
+        expires_secs: u32,
+    },
+    /// Client -> server: please introduce me to `target`.
+    Connect {
+        /// Transaction id; the answer is an [`Frame::Introduce`] or [`Frame::Error`] with it.
+        txn: u64,
+        /// Name of the peer to reach.
+        target: String,
+    },
+    /// Server -> both peers, at once: punch toward `peer`.
+    Introduce {
+        /// The requesting side's transaction id, or 0 for the side being introduced.
+        txn: u64,
+        /// Punching session id (random, chosen by the server); probes carry it.
+        session: u64,
+        /// True for the side that asked: it opens the QUIC connection.
+        initiator: bool,
+        /// The other side.
+        peer: PeerInfo,
+    },
+    /// Client -> server: the introduction for `session` arrived (stops retransmission).
+    IntroduceAck {
+        /// The session acknowledged.
+        session: u64,
+    },
+    /// Server -> client: a request failed.
+    Error {
+        /// The transaction that failed.
+        txn: u64,
+        /// Machine-readable code.
+        code: ErrorCode,
+        /// Human-readable detail.
+        reason: String,
+    },
+    /// Peer -> peer: a punch probe.
+    Probe {
+        /// The punching session.
+        session: u64,
+        /// Sequence number, echoed in the ack to measure round-trip time.
+        seq: u32,
+    },
+    /// Peer -> peer: answer to a probe.
+    ProbeAck {
+        /// The punching session.
+        session: u64,
+        /// The probe's sequence number.
+        seq: u32,
+        /// The address the probe arrived from (its sender's public view of itself).
+        observed: SocketAddr,
+    },
+}
+
+/// Errors decoding a frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The datagram does not start with [`FRAME_TAG`].
+    #[error("not a punch frame")]
+    NotAFrame,
+    /// The datagram is a punch frame of a version this code does not speak.
+    #[error("unsupported frame version {0}")]
+    Version(u8),
+    /// The datagram is longer than [`MAX_FRAME_LEN`] or shorter than a header.
+    #[error("bad frame length {0}")]
+    Length(usize),
+    /// The body does not decode as a frame, or has trailing bytes.
+    #[error("malformed frame body")]
+    Malformed,
+    /// The frame decoded but breaks a bound (name, address list or reason too long).
+    #[error("frame breaks a bound: {0}")]
+    Bounds(&'static str),
+}
+
+/// True if `buf` starts like a punch frame (cheap demultiplexing check).
+pub fn is_frame(buf: &[u8]) -> bool {
+    buf.len() >= 2 && buf[0] == FRAME_TAG
+}
+
+impl Frame {
+    /// Check the bounds every frame must respect; the encoder and the decoder both call it.
+    fn check_bounds(&self) -> Result<(), WireError> {
+        let check_name = |n: &str| {
+            if n.is_empty() || n.len() > MAX_NAME_LEN {
+                Err(WireError::Bounds("name length"))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            Frame::Register { name, private, .. } => {
+                check_name(name)?;
+                if private.len() > MAX_PRIVATE_ADDRS {
+                    return Err(WireError::Bounds("too many private addresses"));
+                }
+            }
+            Frame::Connect { target, .. } => check_name(target)?,
+            Frame::Introduce { peer, .. } => {
+                check_name(&peer.name)?;
+                if peer.private.len() > MAX_PRIVATE_ADDRS {
+                    return Err(WireError::Bounds("too many private addresses"));
+                }
+            }
+            Frame::Error { reason, .. } if reason.len() > MAX_REASON_LEN => {
+                return Err(WireError::Bounds("reason length"));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Encode into a fresh datagram.
+    ///
+    /// Fails only when the frame breaks a bound (a caller's bug or an over-long user input).
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        self.check_bounds()?;
+        let mut out = vec![FRAME_TAG, WIRE_VERSION];
+        // Serialising plain data into a Vec cannot fail; map the impossible error anyway.
+        let body = postcard::to_allocvec(self).map_err(|_| WireError::Malformed)?;
+        out.extend_from_slice(&body);
+        if out.len() > MAX_FRAME_LEN {
+            return Err(WireError::Length(out.len()));
+        }
+        Ok(out)
+    }
+
+    /// Length of [`Frame::encode`]'s output.
+    pub fn encoded_len(&self) -> Result<usize, WireError> {
+        self.encode().map(|v| v.len())
+    }
+
+    /// Decode an untrusted datagram.
+    pub fn decode(buf: &[u8]) -> Result<Frame, WireError> {
+        if buf.len() < 3 || buf.len() > MAX_FRAME_LEN {
+            return Err(WireError::Length(buf.len()));
+        }
+        if buf[0] != FRAME_TAG {
+            return Err(WireError::NotAFrame);
+        }
+        if buf[1] != WIRE_VERSION {
+            return Err(WireError::Version(buf[1]));
+        }
+        let (frame, rest): (Frame, &[u8]) =
+            postcard::take_from_bytes(&buf[2..]).map_err(|_| WireError::Malformed)?;
+        if !rest.is_empty() {
+            return Err(WireError::Malformed);
+        }
+        frame.check_bounds()?;
+        Ok(frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_round_trip_and_tag() {
+        let f = Frame::Probe { session: 7, seq: 3 };
+        let b = f.encode().unwrap();
+        assert_eq!(b[0], FRAME_TAG);
+        assert!(is_frame(&b));
+        assert_eq!(Frame::decode(&b).unwrap(), f);
+        assert_eq!(f.encoded_len().unwrap(), b.len());
+    }
+
+    #[test]
+    fn rejects_trailing_bytes_and_versions() {
+        let mut b = Frame::IntroduceAck { session: 1 }.encode().unwrap();
+        b.push(0);
+        assert_eq!(Frame::decode(&b), Err(WireError::Malformed));
+        let mut b = Frame::IntroduceAck { session: 1 }.encode().unwrap();
+        b[1] = 9;
+        assert_eq!(Frame::decode(&b), Err(WireError::Version(9)));
+    }
+
+    #[test]
+    fn rejects_long_names_both_ways() {
+        let f = Frame::Connect {
+            txn: 1,
+            target: "x".repeat(MAX_NAME_LEN + 1),
+        };
+        assert!(matches!(f.encode(), Err(WireError::Bounds(_))));
+        // Hand-build the over-long frame the encoder refuses, to prove the decoder checks too.
+        let mut b = vec![FRAME_TAG, WIRE_VERSION];
+        b.extend(postcard::to_allocvec(&f).unwrap());
+        assert!(matches!(Frame::decode(&b), Err(WireError::Bounds(_))));
+    }
+}
