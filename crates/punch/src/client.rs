@@ -606,7 +606,9 @@ impl Control {
         let mut candidates: Vec<(SocketAddr, CandidateKind)> = peer
             .private
             .iter()
-            .filter(|a| !self.private.contains(a))
+            // Our own address would answer our own probes; and a "private" address equal
+            // to the public one (a host with a public address) is simply the public one.
+            .filter(|a| !self.private.contains(a) && **a != peer.public)
             .map(|a| (*a, CandidateKind::Host))
             .collect();
         candidates.push((peer.public, CandidateKind::ServerReflexive));
