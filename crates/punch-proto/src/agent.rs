@@ -15,10 +15,17 @@
 //!    same idea hyperdht uses): a full probe that reaches the peer's NAT before the peer
 //!    has sent toward us creates a conntrack entry there that steals the mapping the peer
 //!    needs, and the pair fails.
-//! 2. **Probe** (t = [`PunchConfig::open_delay`]): full-TTL probes to every candidate,
-//!    repeated at [`PunchConfig::probe_interval`], growing by half each round up to
+//! 2. **Probe**: full-TTL probes to every candidate, repeated at
+//!    [`PunchConfig::probe_interval`], growing by half each round up to
 //!    [`PunchConfig::max_probe_interval`], until the path is chosen or
-//!    [`PunchConfig::deadline`] passes.
+//!    [`PunchConfig::deadline`] passes. Full probes start when the peer is known to have
+//!    opened its own NAT: the rendezvous server relays each side's acknowledgement of the
+//!    introduction, which each side sends *after* its opening probes, as
+//!    [`Frame::PeerReady`] ([`Agent::peer_ready`]); a probe from the peer proves the same.
+//!    Packets through one NAT keep their order, so by the time our full probe can reach
+//!    the peer's NAT, the peer's opening probe has passed it: the race cannot happen,
+//!    however skewed the two introductions were. If the signal never comes, full probes
+//!    start after [`PunchConfig::open_delay`] anyway.
 //! 3. A probe from an address we do not know is answered and becomes a peer-reflexive
 //!    candidate (RFC 8445 §7.3.1.3): that is how a symmetric NAT's fresh port is learned.
 //! 4. An ack proves the path both ways. A private (host) path wins over a public one
@@ -37,9 +44,10 @@ use crate::wire::Frame;
 /// Low TTL for the opening probes: passes the host's own NAT (hop 1) and expires at the
 /// next router (hop 2), before the peer's NAT.
 pub const DEFAULT_OPEN_TTL: u32 = 2;
-/// Wait after the opening probes before full probes: covers the skew between the two
-/// introductions' arrival times, so both sides have opened their NAT first.
-pub const DEFAULT_OPEN_DELAY: Duration = Duration::from_millis(60);
+/// Longest wait after the opening probes for the peer's ready signal before full probes
+/// start anyway (the signal was lost). Long enough to cover a retransmitted introduction
+/// (the client's first retransmission timeout is 250 ms).
+pub const DEFAULT_OPEN_DELAY: Duration = Duration::from_millis(1000);
 /// First interval between probe rounds (the issue asks for 100-200 ms, growing).
 pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// Cap of the growing probe interval.
@@ -57,7 +65,8 @@ pub const MAX_CANDIDATES: usize = 16;
 pub struct PunchConfig {
     /// TTL of the opening probes; `None` skips the opening round.
     pub open_ttl: Option<u32>,
-    /// Delay between the opening probes and the first full probes.
+    /// Longest wait between the opening probes and the first full probes, when neither
+    /// [`Agent::peer_ready`] nor a probe from the peer comes first.
     pub open_delay: Duration,
     /// First interval between full probe rounds.
     pub probe_interval: Duration,
@@ -220,6 +229,15 @@ impl Agent {
         agent
     }
 
+    /// The peer has opened its NAT toward us (the server relayed its ready signal): start
+    /// full probes now.
+    pub fn peer_ready(&mut self, now: Instant) {
+        if self.state == State::Opening {
+            self.next_round = now;
+            self.handle_timeout(now);
+        }
+    }
+
     /// The session id this agent answers to.
     pub fn session(&self) -> u64 {
         self.session
@@ -283,6 +301,8 @@ impl Agent {
                     // Probe the new candidate at once: its mapping is fresh and open.
                     self.send_probe(now, from, None);
                 }
+                // A full probe from the peer means it has opened its NAT: no need to wait.
+                self.peer_ready(now);
             }
             Frame::ProbeAck { session, seq, .. } if session == self.session => {
                 if self.state == State::Done {

@@ -2,7 +2,9 @@
 //!
 //! Owns the table of registered peers (name -> key, public address, private addresses,
 //! expiry), answering [`Frame::Register`], [`Frame::Connect`] and [`Frame::IntroduceAck`],
-//! and retransmitting introductions until the introduced side acknowledges them. It does
+//! retransmitting introductions until the introduced side acknowledges them, and relaying
+//! each side's acknowledgement to the other as [`Frame::PeerReady`] (the signal that the
+//! acknowledging side has opened its NAT; see [`crate::agent`]). It does
 //! not own sockets, STUN or the `<Hi!>` liveness check (the IO layer answers those before
 //! frames reach this module).
 //!
@@ -29,8 +31,10 @@ pub const INTRO_ATTEMPTS: u32 = 6;
 /// How long a `Connect` transaction is remembered, so a retransmitted request gets the
 /// same session instead of a second one.
 pub const CONNECT_DEDUP_TTL: Duration = Duration::from_secs(10);
-/// Most introductions in flight (and remembered transactions).
+/// Most introductions in flight (and remembered transactions and sessions).
 pub const MAX_PENDING: usize = 10_000;
+/// How long the two addresses of a session are remembered to relay ready signals.
+pub const SESSION_TTL: Duration = Duration::from_secs(30);
 
 /// Tunables of the rendezvous server.
 #[derive(Debug, Clone)]
@@ -97,6 +101,8 @@ pub struct Rendezvous {
     peers: HashMap<String, Registration>,
     pending: HashMap<u64, PendingIntro>,
     connects: HashMap<(SocketAddr, u64), ConnectRecord>,
+    /// Session id -> (requester, target, expiry), to relay ready signals.
+    sessions: HashMap<u64, (SocketAddr, SocketAddr, Instant)>,
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
     rng: StdRng,
     stats: Stats,
@@ -110,6 +116,7 @@ impl Rendezvous {
             peers: HashMap::new(),
             pending: HashMap::new(),
             connects: HashMap::new(),
+            sessions: HashMap::new(),
             transmits: VecDeque::new(),
             rng: StdRng::seed_from_u64(seed),
             stats: Stats::default(),
@@ -157,13 +164,21 @@ impl Rendezvous {
                 private,
             } => self.register(now, from, txn, name, key, private),
             Frame::Connect { txn, target } => self.connect(now, from, txn, target),
-            Frame::IntroduceAck { session }
-                if self.pending.get(&session).is_some_and(|p| p.to == from) =>
-            {
-                self.pending.remove(&session);
-            }
+            Frame::IntroduceAck { session } => self.introduce_ack(from, session),
             _ => {}
         }
+    }
+
+    fn introduce_ack(&mut self, from: SocketAddr, session: u64) {
+        if self.pending.get(&session).is_some_and(|p| p.to == from) {
+            self.pending.remove(&session);
+        }
+        let other = match self.sessions.get(&session) {
+            Some(&(a, b, _)) if a == from => b,
+            Some(&(a, b, _)) if b == from => a,
+            _ => return,
+        };
+        self.send(other, &Frame::PeerReady { session });
     }
 
     fn register(
@@ -242,9 +257,14 @@ impl Rendezvous {
             let detail = format!("peer unknown: {target:?} is not registered");
             return self.error(from, txn, ErrorCode::UnknownPeer, &detail);
         };
-        if self.pending.len() >= MAX_PENDING || self.connects.len() >= MAX_PENDING {
+        let full = |r: &Self| {
+            r.pending.len() >= MAX_PENDING
+                || r.connects.len() >= MAX_PENDING
+                || r.sessions.len() >= MAX_PENDING
+        };
+        if full(self) {
             self.expire(now);
-            if self.pending.len() >= MAX_PENDING || self.connects.len() >= MAX_PENDING {
+            if full(self) {
                 return self.error(
                     from,
                     txn,
@@ -298,6 +318,8 @@ impl Rendezvous {
                 attempts: 1,
             },
         );
+        self.sessions
+            .insert(session, (from, peer.public, now + SESSION_TTL));
         self.connects.insert(
             (from, txn),
             ConnectRecord {
@@ -314,6 +336,8 @@ impl Rendezvous {
         self.peers.retain(|_, r| r.expires > now);
         self.stats.expired += (before - self.peers.len()) as u64;
         self.connects.retain(|_, c| c.expires > now);
+        self.sessions
+            .retain(|_, &mut (_, _, expires)| expires > now);
     }
 
     /// Advance timers: retransmit introductions, expire registrations.

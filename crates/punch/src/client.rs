@@ -556,6 +556,11 @@ impl Control {
                 initiator,
                 peer,
             } if from_server => self.on_introduce(now, txn, session, initiator, peer),
+            Frame::PeerReady { session } if from_server => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.agent.peer_ready(now.into_std());
+                }
+            }
             f @ (Frame::Probe { .. } | Frame::ProbeAck { .. }) => {
                 let session = match f {
                     Frame::Probe { session, .. } | Frame::ProbeAck { session, .. } => session,
@@ -577,13 +582,10 @@ impl Control {
         initiator: bool,
         peer: PeerInfo,
     ) {
-        if !initiator {
-            if let Ok(ack) = (Frame::IntroduceAck { session }).encode() {
-                self.send(&ack, self.cfg.server, None);
-            }
-        }
         if self.sessions.contains_key(&session) {
-            return; // a retransmitted introduction
+            // A retransmitted introduction: our acknowledgement was lost.
+            self.ack_introduction(session);
+            return;
         }
         let reply = if initiator {
             match self.connects.remove(&txn) {
@@ -623,6 +625,16 @@ impl Control {
                 linger_until: None,
             },
         );
+        // The opening probes must be on the wire before the acknowledgement: the server
+        // relays it to the peer as the signal that our NAT is open (see agent docs).
+        self.flush();
+        self.ack_introduction(session);
+    }
+
+    fn ack_introduction(&self, session: u64) {
+        if let Ok(ack) = (Frame::IntroduceAck { session }).encode() {
+            self.send(&ack, self.cfg.server, None);
+        }
     }
 
     fn on_timeout(&mut self, now: Instant) {

@@ -130,7 +130,8 @@ pub enum Frame {
         /// The other side.
         peer: PeerInfo,
     },
-    /// Client -> server: the introduction for `session` arrived (stops retransmission).
+    /// Client -> server: the introduction for `session` arrived and the opening probes are
+    /// out (stops retransmission; the server tells the other side with [`Frame::PeerReady`]).
     IntroduceAck {
         /// The session acknowledged.
         session: u64,
@@ -143,6 +144,12 @@ pub enum Frame {
         code: ErrorCode,
         /// Human-readable detail.
         reason: String,
+    },
+    /// Server -> client: the other side of `session` acknowledged its introduction, which
+    /// it does after its opening (low-TTL) probes: full probes may start.
+    PeerReady {
+        /// The punching session.
+        session: u64,
     },
     /// Peer -> peer: a punch probe.
     Probe {
