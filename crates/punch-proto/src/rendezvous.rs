@@ -99,6 +99,8 @@ struct ConnectRecord {
 pub struct Rendezvous {
     cfg: RendezvousConfig,
     peers: HashMap<String, Registration>,
+    /// Public address -> the name last registered from it (finds who sent a `Connect`).
+    by_addr: HashMap<SocketAddr, String>,
     pending: HashMap<u64, PendingIntro>,
     connects: HashMap<(SocketAddr, u64), ConnectRecord>,
     /// Session id -> (requester, target, expiry), to relay ready signals.
@@ -114,6 +116,7 @@ impl Rendezvous {
         Rendezvous {
             cfg,
             peers: HashMap::new(),
+            by_addr: HashMap::new(),
             pending: HashMap::new(),
             connects: HashMap::new(),
             sessions: HashMap::new(),
@@ -202,6 +205,12 @@ impl Rendezvous {
             }
         }
         let expires = now + self.cfg.registration_ttl;
+        if let Some(old) = self.peers.get(&name) {
+            if old.public != from && self.by_addr.get(&old.public) == Some(&name) {
+                self.by_addr.remove(&old.public);
+            }
+        }
+        self.by_addr.insert(from, name.clone());
         self.peers.insert(
             name,
             Registration {
@@ -224,10 +233,10 @@ impl Rendezvous {
     }
 
     fn requester_name(&self, from: SocketAddr, now: Instant) -> Option<String> {
-        self.peers
-            .iter()
-            .find(|(_, r)| r.public == from && r.expires > now)
-            .map(|(n, _)| n.clone())
+        let name = self.by_addr.get(&from)?;
+        self.live(name, now)
+            .filter(|r| r.public == from)
+            .map(|_| name.clone())
     }
 
     fn connect(&mut self, now: Instant, from: SocketAddr, txn: u64, target: String) {
@@ -334,6 +343,9 @@ impl Rendezvous {
     fn expire(&mut self, now: Instant) {
         let before = self.peers.len();
         self.peers.retain(|_, r| r.expires > now);
+        let peers = &self.peers;
+        self.by_addr
+            .retain(|addr, name| peers.get(name).is_some_and(|r| r.public == *addr));
         self.stats.expired += (before - self.peers.len()) as u64;
         self.connects.retain(|_, c| c.expires > now);
         self.sessions
