@@ -56,6 +56,9 @@ pub const DEFAULT_MAX_PROBE_INTERVAL: Duration = Duration::from_millis(500);
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a working public path waits for an untried private one.
 pub const DEFAULT_PRIVATE_GRACE: Duration = Duration::from_millis(50);
+/// Copies of each opening probe, sent back to back: the opening must survive a lost
+/// datagram on the LAN, since the ready signal that follows it is trusted blindly.
+pub const OPEN_COPIES: usize = 3;
 /// Most candidates tracked per session (reported + learned); bounds the table against a
 /// peer or attacker that sprays probes from many ports.
 pub const MAX_CANDIDATES: usize = 16;
@@ -215,9 +218,12 @@ impl Agent {
         }
         match agent.cfg.open_ttl {
             Some(ttl) => {
-                for i in 0..agent.candidates.len() {
-                    let dest = agent.candidates[i].addr;
-                    agent.send_probe(now, dest, Some(ttl));
+                // Several copies: one lost opening probe would bring the race back.
+                for _ in 0..OPEN_COPIES {
+                    for i in 0..agent.candidates.len() {
+                        let dest = agent.candidates[i].addr;
+                        agent.send_probe(now, dest, Some(ttl));
+                    }
                 }
             }
             None => {
@@ -308,14 +314,19 @@ impl Agent {
                 if self.state == State::Done {
                     return;
                 }
-                let sent_at = self
-                    .sent
-                    .iter()
-                    .find(|(s, _, _)| *s == seq)
-                    .map(|&(_, _, t)| t);
-                let Some(sent_at) = sent_at else { return };
+                let sent = self.sent.iter().find(|(s, _, _)| *s == seq).copied();
+                let Some((_, dest, sent_at)) = sent else {
+                    return;
+                };
+                if dest != from {
+                    // RFC 8445 §7.2.5.2.1: an answer proves a path only if it comes from the
+                    // address probed. From elsewhere it is a new candidate to check.
+                    if self.add_candidate(from, CandidateKind::PeerReflexive) {
+                        self.send_probe(now, from, None);
+                    }
+                    return;
+                }
                 let rtt = now.saturating_duration_since(sent_at);
-                self.add_candidate(from, CandidateKind::PeerReflexive);
                 if let Some(c) = self.candidates.iter_mut().find(|c| c.addr == from) {
                     if c.rtt.is_none() {
                         c.rtt = Some(rtt);

@@ -94,6 +94,16 @@ struct ConnectRecord {
     expires: Instant,
 }
 
+/// The two sides of a punching session and whether each acknowledged its introduction.
+#[derive(Debug, Clone)]
+struct SessionRecord {
+    requester: SocketAddr,
+    target: SocketAddr,
+    requester_ready: bool,
+    target_ready: bool,
+    expires: Instant,
+}
+
 /// The rendezvous state machine.
 #[derive(Debug)]
 pub struct Rendezvous {
@@ -103,8 +113,8 @@ pub struct Rendezvous {
     by_addr: HashMap<SocketAddr, String>,
     pending: HashMap<u64, PendingIntro>,
     connects: HashMap<(SocketAddr, u64), ConnectRecord>,
-    /// Session id -> (requester, target, expiry), to relay ready signals.
-    sessions: HashMap<u64, (SocketAddr, SocketAddr, Instant)>,
+    /// Session id -> the two sides and their acknowledgements, to relay ready signals.
+    sessions: HashMap<u64, SessionRecord>,
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
     rng: StdRng,
     stats: Stats,
@@ -176,12 +186,24 @@ impl Rendezvous {
         if self.pending.get(&session).is_some_and(|p| p.to == from) {
             self.pending.remove(&session);
         }
-        let other = match self.sessions.get(&session) {
-            Some(&(a, b, _)) if a == from => b,
-            Some(&(a, b, _)) if b == from => a,
-            _ => return,
+        let Some(rec) = self.sessions.get_mut(&session) else {
+            return;
         };
-        self.send(other, &Frame::PeerReady { session });
+        if rec.requester == from {
+            rec.requester_ready = true;
+        } else if rec.target == from {
+            rec.target_ready = true;
+        } else {
+            return;
+        }
+        // Each side hears "peer ready" only once it has acknowledged itself, so the signal
+        // never arrives before the introduction it refers to. A repeated acknowledgement
+        // (after a retransmitted introduction) repeats both signals: lost ones are replaced.
+        if rec.requester_ready && rec.target_ready {
+            let (a, b) = (rec.requester, rec.target);
+            self.send(a, &Frame::PeerReady { session });
+            self.send(b, &Frame::PeerReady { session });
+        }
     }
 
     fn register(
@@ -327,8 +349,16 @@ impl Rendezvous {
                 attempts: 1,
             },
         );
-        self.sessions
-            .insert(session, (from, peer.public, now + SESSION_TTL));
+        self.sessions.insert(
+            session,
+            SessionRecord {
+                requester: from,
+                target: peer.public,
+                requester_ready: false,
+                target_ready: false,
+                expires: now + SESSION_TTL,
+            },
+        );
         self.connects.insert(
             (from, txn),
             ConnectRecord {
@@ -348,8 +378,7 @@ impl Rendezvous {
             .retain(|addr, name| peers.get(name).is_some_and(|r| r.public == *addr));
         self.stats.expired += (before - self.peers.len()) as u64;
         self.connects.retain(|_, c| c.expires > now);
-        self.sessions
-            .retain(|_, &mut (_, _, expires)| expires > now);
+        self.sessions.retain(|_, r| r.expires > now);
     }
 
     /// Advance timers: retransmit introductions, expire registrations.

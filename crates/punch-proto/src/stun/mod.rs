@@ -29,10 +29,12 @@ mod attribute;
 mod crc;
 mod error;
 mod message;
+pub mod responder;
 
 pub use attribute::{Attribute, ChangeRequest, ErrorCode};
 pub use error::StunError;
 pub use message::{Class, Message, Method, TransactionId};
+pub use responder::{Reply, ServerAddrs, ServerAddrsError, Side, SocketId, StunResponder};
 
 /// The magic cookie of RFC 5389 and RFC 8489 §5, in network byte order on the wire.
 pub const MAGIC_COOKIE: u32 = 0x2112_A442;
