@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod agent;
+pub mod nat;
 pub mod rendezvous;
 pub mod stun;
 pub mod wire;

@@ -161,9 +161,7 @@ pub(crate) fn port_allocation(obs: &[Observation]) -> Option<PortAllocation> {
         return None;
     }
     let ports: Vec<u16> = ports.into_iter().collect();
-    let sequential = ports
-        .windows(2)
-        .all(|w| w[1] - w[0] <= SEQUENTIAL_MAX_GAP);
+    let sequential = ports.windows(2).all(|w| w[1] - w[0] <= SEQUENTIAL_MAX_GAP);
     Some(if sequential {
         PortAllocation::Sequential
     } else {
@@ -266,6 +264,14 @@ pub(crate) fn build(inputs: Inputs<'_>) -> NatReport {
             o.test,
             o.response_from.map_or("?".into(), |a| a.to_string()),
             if o.change_ip { "address" } else { "port" },
+        ));
+    }
+    for o in obs.iter().filter(|o| o.outcome == Outcome::Error) {
+        notes.push(format!(
+            "the server answered {} with error {}",
+            o.test,
+            o.error_code
+                .map_or("(no ERROR-CODE)".into(), |c| c.to_string()),
         ));
     }
     let classic = if blocked {
@@ -384,18 +390,36 @@ mod tests {
     #[test]
     fn classic_table() {
         use Behaviour::*;
-        assert_eq!(classic(Some(false), None, Some(EndpointIndependent)), Some(Classic::Open));
-        assert_eq!(classic(Some(false), None, Some(AddressDependent)), Some(Classic::Firewall));
         assert_eq!(
-            classic(Some(true), Some(EndpointIndependent), Some(EndpointIndependent)),
+            classic(Some(false), None, Some(EndpointIndependent)),
+            Some(Classic::Open)
+        );
+        assert_eq!(
+            classic(Some(false), None, Some(AddressDependent)),
+            Some(Classic::Firewall)
+        );
+        assert_eq!(
+            classic(
+                Some(true),
+                Some(EndpointIndependent),
+                Some(EndpointIndependent)
+            ),
             Some(Classic::FullCone)
         );
         assert_eq!(
-            classic(Some(true), Some(EndpointIndependent), Some(AddressDependent)),
+            classic(
+                Some(true),
+                Some(EndpointIndependent),
+                Some(AddressDependent)
+            ),
             Some(Classic::RestrictedCone)
         );
         assert_eq!(
-            classic(Some(true), Some(EndpointIndependent), Some(AddressAndPortDependent)),
+            classic(
+                Some(true),
+                Some(EndpointIndependent),
+                Some(AddressAndPortDependent)
+            ),
             Some(Classic::PortRestrictedCone)
         );
         assert_eq!(

@@ -28,7 +28,8 @@ pub const DEFAULT_RTO: Duration = Duration::from_millis(200);
 /// A test gives up one [`DEFAULT_RTO`] after its last transmission, 1.4 s after its first.
 /// Seven rather than four because silence is a verdict here: with 30 % loss each way a
 /// round trip fails with probability 0.51, so four tries would turn a full cone into a
-/// restricted one in 0.51⁴ ≈ 7 % of runs, seven in 0.51⁷ ≈ 0.9 %.
+/// restricted one in 0.51⁴ ≈ 7 % of runs, seven in 0.51⁷ ≈ 0.9 %. The budget doubles
+/// where the run has shown that silence means loss (see [`Discovery`]).
 pub const DEFAULT_MAX_TRANSMITS: u32 = 7;
 
 /// Stagger between the first transmissions of tests started together, so that their
@@ -126,9 +127,25 @@ struct Tx {
     payload: Vec<u8>,
     target: Target,
     phase: Phase,
+    /// Transmissions allowed so far.
+    budget: u32,
+    /// Whether the budget was already extended (tests that expect an answer).
+    extended: bool,
+    /// First transmission, for the loss estimate.
+    first_sent: Option<Instant>,
     /// Next transmission, or the give-up time after the last one.
     next_at: Instant,
     done: bool,
+}
+
+impl Tx {
+    /// Whether silence is an expected, meaningful result of this test.
+    fn silence_is_verdict(&self) -> bool {
+        matches!(
+            self.obs.test,
+            Test::FilteringII | Test::FilteringIII | Test::Hairpin
+        )
+    }
 }
 
 /// RFC 5780 NAT behaviour discovery against one server, sans-IO.
@@ -136,6 +153,22 @@ struct Tx {
 /// After [`Discovery::new`] and after every [`Discovery::handle_datagram`] or
 /// [`Discovery::handle_timeout`], drain [`Discovery::poll_transmit`] and arm a timer for
 /// [`Discovery::poll_timeout`]; [`Discovery::result`] is `Some` once the run is over.
+///
+/// # Retransmission budgets
+/// Every test starts with [`DiscoveryConfig::max_transmits`] transmissions. Two kinds of
+/// test then differ, because loss must not pass for a verdict:
+/// - Tests that **expect an answer** (test I of each socket, mapping tests II and III): once
+///   the server has answered anything, silence is loss, not a verdict, so a test that runs
+///   out gets the budget once more. Without any answer test I stops at the first budget:
+///   that silence is `blocked`.
+/// - Tests where **silence is the verdict** (filtering II and III, hairpin) get a double
+///   budget from the start when an earlier answer showed loss: it came later than the
+///   fastest first-try answer plus half an RTO, i.e. only a retransmission got through (with
+///   no first-try answer to compare, any retransmitted answer counts; a path slower than the
+///   RTO then just takes longer).
+///
+/// A run therefore takes about 1.5 s on a clean path and at most four phases of two budgets,
+/// under 12 s with the defaults, however much is lost.
 #[derive(Debug)]
 pub struct Discovery {
     cfg: DiscoveryConfig,
@@ -148,6 +181,12 @@ pub struct Discovery {
     other: Option<SocketAddr>,
     notes: Vec<String>,
     report: Option<NatReport>,
+    /// The server has answered something: it is reachable.
+    server_answered: bool,
+    /// Fastest answer to a first transmission.
+    rtt_min: Option<Duration>,
+    /// An answer showed that a transmission was lost.
+    loss_seen: bool,
 }
 
 impl Discovery {
@@ -165,11 +204,21 @@ impl Discovery {
             other: None,
             notes: Vec::new(),
             report: None,
+            server_answered: false,
+            rtt_min: None,
+            loss_seen: false,
         };
         d.cfg.max_transmits = d.cfg.max_transmits.max(1);
         let none = ChangeRequest::default();
         d.start_test(now, 0, Test::MappingI, LocalSocket::Mapping, server, none);
-        d.start_test(now, 1, Test::FilteringI, LocalSocket::Filtering, server, none);
+        d.start_test(
+            now,
+            1,
+            Test::FilteringI,
+            LocalSocket::Filtering,
+            server,
+            none,
+        );
         d.drive(now);
         d
     }
@@ -215,9 +264,10 @@ impl Discovery {
         let tid = msg.transaction_id;
         match msg.class {
             Class::Request => {
-                let hit = self.txs.iter_mut().find(|t| {
-                    !t.done && t.target == Target::Hairpin(socket) && t.tid == tid
-                });
+                let hit = self
+                    .txs
+                    .iter_mut()
+                    .find(|t| !t.done && t.target == Target::Hairpin(socket) && t.tid == tid);
                 let Some(tx) = hit else {
                     return;
                 };
@@ -236,6 +286,16 @@ impl Discovery {
                 };
                 tx.done = true;
                 tx.obs.response_from = Some(from);
+                let elapsed = tx.first_sent.map(|t| now.saturating_duration_since(t));
+                let first_try = tx.obs.transmits == 1;
+                self.server_answered = true;
+                if let Some(elapsed) = elapsed {
+                    if first_try {
+                        self.rtt_min = Some(self.rtt_min.map_or(elapsed, |m| m.min(elapsed)));
+                    } else if elapsed > self.rtt_min.unwrap_or_default() + self.cfg.rto / 2 {
+                        self.loss_seen = true;
+                    }
+                }
                 if msg.class == Class::ErrorResponse {
                     tx.obs.outcome = Outcome::Error;
                     tx.obs.error_code = msg.attributes.iter().find_map(|a| match a {
@@ -322,9 +382,17 @@ impl Discovery {
             payload,
             target,
             phase: self.phase,
+            budget: self.cfg.max_transmits,
+            extended: false,
+            first_sent: None,
             next_at: now + self.cfg.pacing * slot,
             done: false,
         });
+        if let Some(t) = self.txs.last_mut() {
+            if self.loss_seen && t.silence_is_verdict() {
+                t.budget = self.cfg.max_transmits.saturating_mul(2);
+            }
+        }
     }
 
     /// Ends the tests `which` selects that are still running.
@@ -340,7 +408,16 @@ impl Discovery {
     fn drive(&mut self, now: Instant) {
         loop {
             for t in self.txs.iter_mut().filter(|t| !t.done && t.next_at <= now) {
-                if t.obs.transmits < self.cfg.max_transmits {
+                if t.obs.transmits >= t.budget
+                    && self.server_answered
+                    && !t.extended
+                    && !t.silence_is_verdict()
+                {
+                    t.budget = t.budget.saturating_add(self.cfg.max_transmits);
+                    t.extended = true;
+                }
+                if t.obs.transmits < t.budget {
+                    t.first_sent.get_or_insert(now);
                     t.obs.transmits += 1;
                     t.next_at = now + self.cfg.rto;
                     self.queue.push_back(Transmit {
@@ -366,9 +443,7 @@ impl Discovery {
     /// Starts the next phase once every test of the current one has ended. Returns whether
     /// anything changed (new tests may be due now).
     fn advance(&mut self, now: Instant) -> bool {
-        if self.phase == Phase::Done
-            || self.txs.iter().any(|t| t.phase == self.phase && !t.done)
-        {
+        if self.phase == Phase::Done || self.txs.iter().any(|t| t.phase == self.phase && !t.done) {
             return false;
         }
         let obs = self.snapshot();
@@ -514,8 +589,7 @@ fn record_success(obs: &mut Observation, msg: &Message) {
     obs.mapped = msg.mapped_address().map(canonical);
     obs.response_origin =
         addr(Attribute::RESPONSE_ORIGIN).or_else(|| addr(Attribute::SOURCE_ADDRESS));
-    obs.other_address =
-        addr(Attribute::OTHER_ADDRESS).or_else(|| addr(Attribute::CHANGED_ADDRESS));
+    obs.other_address = addr(Attribute::OTHER_ADDRESS).or_else(|| addr(Attribute::CHANGED_ADDRESS));
 }
 
 /// RFC 5780 §3.6: MAPPED-ADDRESS and XOR-MAPPED-ADDRESS disagreeing means an ALG rewrote

@@ -274,7 +274,10 @@ mod tests {
         ] {
             assert_eq!(parse::<Classic>(c.as_str()), c);
         }
-        assert_eq!(parse::<Classic>("port-restricted-cone"), Classic::PortRestrictedCone);
+        assert_eq!(
+            parse::<Classic>("port-restricted-cone"),
+            Classic::PortRestrictedCone
+        );
         for b in [
             Behaviour::EndpointIndependent,
             Behaviour::AddressDependent,
