@@ -37,6 +37,29 @@ enum Command {
         /// UDP address to listen on.
         #[arg(long, default_value = "0.0.0.0:3478")]
         listen: SocketAddr,
+        /// A second IP address of this host: enables full NAT behaviour discovery
+        /// (RFC 5780: the server answers from the other address and port on request).
+        /// --listen must then name a specific address.
+        #[arg(long, value_name = "IP")]
+        alt_addr: Option<std::net::IpAddr>,
+        /// The alternate port (default: the listen port + 1).
+        #[arg(long, value_name = "PORT", requires = "alt_addr")]
+        alt_port: Option<u16>,
+    },
+    /// Find out what your NAT does: mapping, filtering, hairpinning, classic type.
+    ///
+    /// Needs a server started with --alt-addr for the full answer; against a server with
+    /// one address it reports the public address and marks the rest unknown.
+    NatType {
+        /// The server, HOST or HOST:PORT (port 3478 if omitted).
+        #[arg(long, env = "PUNCH_SERVER")]
+        server: String,
+        /// One JSON object on stdout instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Local address to test from.
+        #[arg(long, default_value = "0.0.0.0")]
+        bind: std::net::IpAddr,
     },
     /// Chat with peers directly: every line you type goes to every connected peer.
     ///
@@ -105,15 +128,39 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
         match cli.command {
-            Command::Server { listen } => {
-                let socket = tokio::net::UdpSocket::bind(listen)
+            Command::Server {
+                listen,
+                alt_addr,
+                alt_port,
+            } => {
+                let cfg = ServerConfig {
+                    alt_ip: alt_addr,
+                    alt_port,
+                    ..ServerConfig::default()
+                };
+                let sockets = punch::server::ServerSockets::bind(listen, &cfg)
                     .await
                     .with_context(|| format!("cannot listen on {listen}"))?;
-                eprintln!("punch server listening on {} (UDP)", socket.local_addr()?);
+                let addrs: Vec<String> =
+                    sockets.all_addrs().iter().map(|a| a.to_string()).collect();
+                eprintln!("punch server listening on {} (UDP)", addrs.join(", "));
+                if alt_addr.is_none() {
+                    eprintln!(
+                        "note: full NAT behaviour discovery needs a second address (--alt-addr IP)"
+                    );
+                }
                 let shutdown = async {
                     let _ = tokio::signal::ctrl_c().await;
                 };
-                punch::server::run(socket, ServerConfig::default(), shutdown).await?;
+                punch::server::run(sockets, cfg, shutdown).await?;
+                Ok(())
+            }
+            Command::NatType { server, json, bind } => {
+                let server = chat::resolve_server(&server, 3478)?;
+                let report = punch::nat::discover(server, bind)
+                    .await
+                    .context("running NAT discovery")?;
+                report::nat_report(&report, json);
                 Ok(())
             }
             Command::Chat {

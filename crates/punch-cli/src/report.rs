@@ -90,3 +90,48 @@ impl Reporter {
         self.emit(json!({"event":"notice","text":text}), text.to_string());
     }
 }
+
+fn or_unknown(v: Option<&str>) -> &str {
+    v.unwrap_or("unknown")
+}
+
+/// Print a NAT discovery report: one JSON object, or a short table for people.
+pub fn nat_report(r: &punch::punch_proto::nat::NatReport, json: bool) {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let v = serde_json::to_value(r).unwrap_or(Value::Null);
+        let _ = writeln!(out, "{v}");
+        return;
+    }
+    let yes_no = |b: Option<bool>| match b {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "unknown",
+    };
+    let public = r.public.map(|p| p.to_string());
+    let lines = [
+        ("NAT type", or_unknown(r.classic.map(|c| c.as_str()))),
+        ("mapping", or_unknown(r.mapping.map(|b| b.as_str()))),
+        ("filtering", or_unknown(r.filtering.map(|b| b.as_str()))),
+        ("public address", or_unknown(public.as_deref())),
+        (
+            "port allocation",
+            or_unknown(r.port_allocation.map(|p| p.as_str())),
+        ),
+        ("hairpinning", yes_no(r.hairpin)),
+    ];
+    for (k, v) in lines {
+        let _ = writeln!(out, "{:<16} {v}", format!("{k}:"));
+    }
+    let _ = writeln!(out, "\n{}", r.explanation);
+    for note in &r.notes {
+        let _ = writeln!(out, "note: {note}");
+    }
+    let _ = writeln!(
+        out,
+        "({} tests against {} in {} ms; --json shows each observation)",
+        r.tests.len(),
+        r.server,
+        r.elapsed_ms
+    );
+}

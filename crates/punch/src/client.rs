@@ -8,7 +8,7 @@
 //! (chat, file transfer): callers open QUIC streams on [`PeerConnection::connection`].
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -209,17 +209,6 @@ fn classify(peer: &PeerInfo, remote: SocketAddr) -> &'static str {
     }
 }
 
-/// The private address this host uses toward `server`: asking the kernel for the route
-/// (connect on a throwaway UDP socket sends nothing).
-fn private_addr_toward(server: SocketAddr, bind: SocketAddr) -> Option<IpAddr> {
-    if !bind.ip().is_unspecified() {
-        return Some(bind.ip());
-    }
-    let probe = StdUdpSocket::bind(SocketAddr::new(bind.ip(), 0)).ok()?;
-    probe.connect(server).ok()?;
-    probe.local_addr().ok().map(|a| a.ip())
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -234,10 +223,12 @@ impl Client {
         let local = socket
             .local_addr()
             .map_err(|e| ClientError::Bind(cfg.bind, e))?;
-        let private: Vec<SocketAddr> = private_addr_toward(cfg.server, cfg.bind)
-            .map(|ip| SocketAddr::new(ip, local.port()))
-            .into_iter()
-            .collect();
+        let ip = crate::nat::local_ip_toward(cfg.server, cfg.bind.ip());
+        let private: Vec<SocketAddr> = if ip.is_unspecified() {
+            Vec::new()
+        } else {
+            vec![SocketAddr::new(ip, local.port())]
+        };
         let key = identity.public_key();
 
         // Register first, synchronously, so a bad server or a taken name fails start().

@@ -3,6 +3,7 @@
 //! - [`socket`]: the one UDP socket a client owns, demultiplexed between protocols;
 //! - [`server`]: the rendezvous server (STUN, `<Hi!>`, registry, introductions);
 //! - [`client`]: registration, punching and authenticated QUIC connections to peers;
+//! - [`nat`]: RFC 5780 NAT behaviour discovery over two sockets;
 //! - [`identity`] and [`tls`]: Ed25519 identities and pinned-key TLS.
 //!
 //! Protocol decisions live in the sans-IO crate `punch_proto`; this crate moves bytes.
@@ -11,6 +12,7 @@
 pub mod chat;
 pub mod client;
 pub mod identity;
+pub mod nat;
 pub mod server;
 pub mod socket;
 pub mod tls;

@@ -1,35 +1,48 @@
-//! The rendezvous server's IO: one UDP socket, STUN, the `<Hi!>` check, and the registry.
+//! The rendezvous server's IO: its UDP sockets, STUN, the `<Hi!>` check, and the registry.
 //!
-//! Owns the socket loop and its timers. The registry and introduction logic is the
-//! sans-IO [`punch_proto::rendezvous::Rendezvous`]; STUN parsing and answers are
-//! [`punch_proto::stun`]. Malformed datagrams are counted and logged at debug level,
-//! never answered and never a panic.
+//! Owns the sockets (one, or four with a second address: two addresses x two ports, for
+//! RFC 5780 behaviour discovery), the receive tasks and the timers. The registry and
+//! introduction logic is the sans-IO [`punch_proto::rendezvous::Rendezvous`]; STUN answers
+//! come from [`punch_proto::stun::responder::StunResponder`]. Rendezvous frames are taken
+//! on the primary socket only; STUN and `<Hi!>` on every socket. Malformed datagrams are
+//! counted and logged at debug level, never answered and never a panic.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use punch_proto::rendezvous::{Rendezvous, RendezvousConfig};
-use punch_proto::stun;
+use punch_proto::stun::responder::{ServerAddrs, SocketId, StunResponder};
+use punch_proto::stun::{self};
 use punch_proto::wire::{self, Frame, HI_REQUEST, HI_RESPONSE};
 use rand::Rng;
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
+
+/// Datagrams queued from the receive tasks to the server loop before new ones are dropped.
+const INBOX: usize = 4096;
 
 /// How a server is set up.
 #[derive(Debug, Clone, Default)]
 pub struct ServerConfig {
     /// Registry tunables.
     pub rendezvous: RendezvousConfig,
+    /// A second IP address for RFC 5780 behaviour discovery (`--alt-addr`).
+    pub alt_ip: Option<IpAddr>,
+    /// The alternate port (default: the primary port + 1 when `alt_ip` is set).
+    pub alt_port: Option<u16>,
 }
 
 /// Counters of what the socket loop saw, beyond the registry's own.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IoStats {
-    /// STUN binding requests answered.
+    /// STUN requests answered.
     pub stun_answered: u64,
     /// `<Hi!>` checks answered.
     pub hi_answered: u64,
@@ -37,47 +50,117 @@ pub struct IoStats {
     pub malformed: u64,
 }
 
-/// What to answer to one datagram that is not a rendezvous frame: STUN or `<Hi!>`.
-/// Returns `None` for anything else.
-pub fn answer_simple(data: &[u8], from: SocketAddr, stats: &mut IoStats) -> Option<Vec<u8>> {
-    let trimmed = data.strip_suffix(b"\n").unwrap_or(data);
-    let trimmed = trimmed.strip_suffix(b"\r").unwrap_or(trimmed);
-    if trimmed == HI_REQUEST {
-        stats.hi_answered += 1;
-        let mut answer = HI_RESPONSE.to_vec();
-        if trimmed.len() != data.len() {
-            answer.push(b'\n'); // a netcat user sent a line; answer one
-        }
-        return Some(answer);
-    }
-    if stun::looks_like_stun(data) {
-        match stun::Message::decode(data) {
-            Ok(req) if req.class == stun::Class::Request && req.method == stun::Method::BINDING => {
-                if let Ok(answer) = stun::Message::binding_success(&req, from).encode() {
-                    stats.stun_answered += 1;
-                    return Some(answer);
-                }
-            }
-            Ok(_) => debug!(%from, "ignoring STUN message that is not a binding request"),
-            Err(e) => debug!(%from, error = %e, "malformed STUN message"),
-        }
-        stats.malformed += 1;
-        return None;
-    }
-    None
+/// The server's bound sockets, with the addresses they stand for.
+#[derive(Debug)]
+pub struct ServerSockets {
+    addrs: ServerAddrs,
+    sockets: Vec<(SocketId, UdpSocket)>,
 }
 
-/// Serve on `socket` until `shutdown` completes.
+impl ServerSockets {
+    /// Bind `listen`, and with `cfg.alt_ip` the other three sockets of RFC 5780 §6.1.
+    pub async fn bind(listen: SocketAddr, cfg: &ServerConfig) -> io::Result<ServerSockets> {
+        let primary = UdpSocket::bind(listen).await?;
+        let primary_addr = primary.local_addr()?;
+        let alt_port = match (cfg.alt_ip, cfg.alt_port) {
+            (_, Some(p)) => Some(p),
+            (Some(_), None) => Some(primary_addr.port().checked_add(1).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "no port after 65535 for the alternate port",
+                )
+            })?),
+            (None, None) => None,
+        };
+        let addrs = match cfg.alt_ip {
+            Some(_) => ServerAddrs::new(primary_addr, cfg.alt_ip, alt_port)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
+            None => ServerAddrs::single(primary_addr),
+        };
+        let mut sockets = vec![(SocketId::PRIMARY, primary)];
+        for (id, addr) in addrs.sockets() {
+            if id != SocketId::PRIMARY {
+                let s = UdpSocket::bind(addr)
+                    .await
+                    .map_err(|e| io::Error::new(e.kind(), format!("cannot bind {addr}: {e}")))?;
+                sockets.push((id, s));
+            }
+        }
+        Ok(ServerSockets { addrs, sockets })
+    }
+
+    /// The primary address (registrations and introductions).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addrs.primary()
+    }
+
+    /// Every bound address.
+    pub fn all_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs.sockets().into_iter().map(|(_, a)| a).collect()
+    }
+}
+
+/// The `<Hi!>` liveness answer for `data`, if it is one (a netcat user's trailing newline
+/// is answered with one).
+pub fn answer_hi(data: &[u8]) -> Option<Vec<u8>> {
+    let trimmed = data.strip_suffix(b"\n").unwrap_or(data);
+    let trimmed = trimmed.strip_suffix(b"\r").unwrap_or(trimmed);
+    if trimmed != HI_REQUEST {
+        return None;
+    }
+    let mut answer = HI_RESPONSE.to_vec();
+    if trimmed.len() != data.len() {
+        answer.push(b'\n');
+    }
+    Some(answer)
+}
+
+/// Serve on `sockets` until `shutdown` completes.
 pub async fn run(
-    socket: UdpSocket,
+    sockets: ServerSockets,
     cfg: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let local = socket.local_addr()?;
-    info!(%local, "rendezvous server listening (UDP: STUN binding, <Hi!>, punch registry)");
+    let ServerSockets { addrs, sockets } = sockets;
+    info!(addresses = ?addrs.sockets(), "rendezvous server listening (UDP: STUN binding, <Hi!>, punch registry)");
+    if !addrs.supports_behavior_discovery() {
+        info!("full NAT behaviour discovery (RFC 5780) needs a second address: start with --alt-addr IP");
+    }
+    let responder = StunResponder::new(addrs);
     let mut registry = Rendezvous::new(cfg.rendezvous, rand::rng().random());
     let mut stats = IoStats::default();
-    let mut buf = vec![0u8; 2048];
+
+    let (tx, mut inbox) = mpsc::channel::<(SocketId, SocketAddr, Vec<u8>)>(INBOX);
+    let mut out: HashMap<SocketId, Arc<UdpSocket>> = HashMap::new();
+    let mut tasks = Vec::new();
+    for (id, socket) in sockets {
+        let socket = Arc::new(socket);
+        out.insert(id, socket.clone());
+        let tx = tx.clone();
+        tasks.push(AbortOnDrop(tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            loop {
+                match socket.recv_from(&mut buf).await {
+                    Ok((n, from)) => {
+                        if tx.try_send((id, from, buf[..n].to_vec())).is_err() {
+                            debug!(%from, "server inbox full; datagram dropped");
+                        }
+                    }
+                    // ICMP errors from earlier sends surface here on some systems.
+                    Err(e) => debug!(error = %e, "receive error"),
+                }
+            }
+        })));
+    }
+    drop(tx);
+    let send = |id: SocketId, to: SocketAddr, bytes: &[u8]| {
+        if let Some(s) = out.get(&id) {
+            if let Err(e) = s.try_send_to(bytes, to) {
+                debug!(%to, error = %e, "send failed");
+            }
+        }
+    };
+
     tokio::pin!(shutdown);
     loop {
         let wake = registry
@@ -89,16 +172,27 @@ pub async fn run(
                 info!(?stats, registry = ?registry.stats(), "server stopping");
                 return Ok(());
             }
-            r = socket.recv_from(&mut buf) => {
-                let (n, from) = match r {
-                    Ok(x) => x,
-                    Err(e) => { debug!(error = %e, "receive error"); continue; }
+            got = inbox.recv() => {
+                let Some((on, from, data)) = got else {
+                    warn!("every receive task ended");
+                    return Ok(());
                 };
-                let data = &buf[..n];
-                if let Some(answer) = answer_simple(data, from, &mut stats) {
-                    let _ = socket.try_send_to(&answer, from);
-                } else if wire::is_frame(data) {
-                    match Frame::decode(data) {
+                if let Some(answer) = answer_hi(&data) {
+                    stats.hi_answered += 1;
+                    send(on, from, &answer);
+                } else if stun::looks_like_stun(&data) {
+                    match responder.respond(on, from, &data) {
+                        Some(reply) => {
+                            stats.stun_answered += 1;
+                            send(reply.socket, reply.dest, &reply.payload);
+                        }
+                        None => {
+                            stats.malformed += 1;
+                            debug!(%from, "STUN message not answered");
+                        }
+                    }
+                } else if on == SocketId::PRIMARY && wire::is_frame(&data) {
+                    match Frame::decode(&data) {
                         Ok(frame) => {
                             debug!(%from, ?frame, "frame");
                             registry.handle_frame(Instant::now().into_std(), from, frame)
@@ -108,19 +202,24 @@ pub async fn run(
                             debug!(%from, error = %e, "malformed frame");
                         }
                     }
-                } else if !stun::looks_like_stun(data) {
+                } else {
                     stats.malformed += 1;
-                    debug!(%from, len = n, "unrecognised datagram");
+                    debug!(%from, len = data.len(), "unrecognised datagram");
                 }
             }
             _ = tokio::time::sleep_until(wake) => {}
         }
         registry.handle_timeout(Instant::now().into_std());
         while let Some((to, bytes)) = registry.poll_transmit() {
-            if let Err(e) = socket.try_send_to(&bytes, to) {
-                debug!(%to, error = %e, "send failed");
-            }
+            send(SocketId::PRIMARY, to, &bytes);
         }
+    }
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -132,15 +231,15 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    /// Bind `addr` and serve in a background task.
+    /// Bind `addr` (and the alternates `cfg` asks for) and serve in a background task.
     pub async fn spawn(addr: SocketAddr, cfg: ServerConfig) -> io::Result<ServerHandle> {
-        let socket = UdpSocket::bind(addr).await?;
-        let local = socket.local_addr()?;
-        let task = tokio::spawn(run(socket, cfg, std::future::pending()));
+        let sockets = ServerSockets::bind(addr, &cfg).await?;
+        let local = sockets.local_addr();
+        let task = tokio::spawn(run(sockets, cfg, std::future::pending()));
         Ok(ServerHandle { local, task })
     }
 
-    /// The address it listens on.
+    /// The primary address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
