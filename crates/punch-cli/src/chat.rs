@@ -16,6 +16,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use crate::natcache;
 use crate::report::Reporter;
 
 /// Lines typed before any peer is connected are kept (up to this many) and sent to the
@@ -70,6 +71,17 @@ pub async fn run(opts: ChatOptions, reporter: Reporter) -> Result<()> {
         client.public_addr(),
         client.local_addr(),
     );
+    {
+        // Learn what our NAT does, without delaying the chat: the report arrives as an
+        // event when ready (at once from the cache).
+        let (home, reporter, bind) = (opts.home.clone(), reporter.clone(), opts.client.bind.ip());
+        tokio::spawn(async move {
+            match natcache::get(&home, server, bind).await {
+                Ok((report, cached)) => reporter.nat(&report, cached),
+                Err(e) => reporter.notice(&format!("NAT discovery failed: {e}")),
+            }
+        });
+    }
     let shared = Arc::new(Shared {
         reporter: reporter.clone(),
         me: client.public_key(),

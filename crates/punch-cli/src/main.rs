@@ -1,6 +1,7 @@
 //! The `punch` command: parses arguments and configuration, then hands over.
 mod chat;
 mod demo;
+mod natcache;
 mod report;
 
 use std::net::SocketAddr;

@@ -85,6 +85,26 @@ impl Reporter {
         self.emit(json!({"event":"error","peer":peer,"reason":reason}), text);
     }
 
+    /// What our NAT does (from discovery or the cache).
+    pub fn nat(&self, r: &punch::punch_proto::nat::NatReport, cached: bool) {
+        let s = |v: Option<&'static str>| v.map(Value::from).unwrap_or(Value::Null);
+        self.emit(
+            json!({"event":"nat","classic":s(r.classic.map(|c| c.as_str())),
+                   "mapping":s(r.mapping.map(|b| b.as_str())),
+                   "filtering":s(r.filtering.map(|b| b.as_str())),
+                   "public":r.public.map(|p| p.to_string()),
+                   "hairpin":r.hairpin,
+                   "port_allocation":s(r.port_allocation.map(|p| p.as_str())),
+                   "cached":cached,"explanation":r.explanation}),
+            format!(
+                "your NAT: {} ({}): {}",
+                r.classic.map(|c| c.as_str()).unwrap_or("unknown type"),
+                if cached { "cached" } else { "measured" },
+                r.explanation
+            ),
+        );
+    }
+
     /// Something worth knowing that is not an error.
     pub fn notice(&self, text: &str) {
         self.emit(json!({"event":"notice","text":text}), text.to_string());
