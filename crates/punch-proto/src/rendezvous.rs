@@ -159,7 +159,12 @@ impl Rendezvous {
     fn error(&mut self, to: SocketAddr, txn: u64, code: ErrorCode, detail: &str) {
         self.stats.errors += 1;
         let mut reason = detail.to_string();
-        reason.truncate(crate::wire::MAX_REASON_LEN);
+        // `detail` quotes names a peer chose: cut at a char boundary, or truncate panics.
+        let mut end = reason.len().min(crate::wire::MAX_REASON_LEN);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
         self.send(to, &Frame::Error { txn, code, reason });
     }
 
