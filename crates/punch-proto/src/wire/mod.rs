@@ -167,6 +167,14 @@ pub enum Frame {
         /// The address the probe arrived from (its sender's public view of itself).
         observed: SocketAddr,
     },
+    /// Server -> peer: the relay stopped carrying `session` (a limit was reached, the
+    /// session is unknown, or relaying is off on this server).
+    RelayClosed {
+        /// The session.
+        session: u64,
+        /// Why, for the user.
+        reason: String,
+    },
 }
 
 /// Errors decoding a frame.
@@ -219,7 +227,9 @@ impl Frame {
                     return Err(WireError::Bounds("too many private addresses"));
                 }
             }
-            Frame::Error { reason, .. } if reason.len() > MAX_REASON_LEN => {
+            Frame::Error { reason, .. } | Frame::RelayClosed { reason, .. }
+                if reason.len() > MAX_REASON_LEN =>
+            {
                 return Err(WireError::Bounds("reason length"));
             }
             _ => {}
@@ -268,9 +278,86 @@ impl Frame {
     }
 }
 
+/// First byte of a relayed datagram. Relayed datagrams are not [`Frame`]s: the server
+/// forwards them without decoding the payload, so the header is fixed and tiny.
+///
+/// ```text
+/// byte 0      RELAY_TAG (0x2B, in the 16..=63 range of punch's own datagrams)
+/// byte 1      side: 0 = the session's requester, 1 = its target
+/// bytes 2..10 session id, big-endian
+/// bytes 10..  the payload (a QUIC packet, end-to-end encrypted between the peers)
+/// ```
+/// The side lets the server follow a peer whose NAT gave it a new public port (after a
+/// lost mapping) without mistaking it for the other side.
+pub const RELAY_TAG: u8 = 0x2B;
+/// Length of the relay header.
+pub const RELAY_HEADER_LEN: usize = 10;
+
+/// Which end of a session a relayed datagram comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The peer that asked for the introduction.
+    Requester,
+    /// The peer that was introduced.
+    Target,
+}
+
+impl Side {
+    /// The other end.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Requester => Side::Target,
+            Side::Target => Side::Requester,
+        }
+    }
+}
+
+/// Write the relay header for `session` from `side` followed by `payload`.
+pub fn encode_relay(side: Side, session: u64, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(RELAY_HEADER_LEN + payload.len());
+    out.push(RELAY_TAG);
+    out.push(match side {
+        Side::Requester => 0,
+        Side::Target => 1,
+    });
+    out.extend_from_slice(&session.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Split a relayed datagram into (side, session, payload); `None` if it is not one.
+pub fn decode_relay(buf: &[u8]) -> Option<(Side, u64, &[u8])> {
+    if buf.len() < RELAY_HEADER_LEN || buf[0] != RELAY_TAG {
+        return None;
+    }
+    let side = match buf[1] {
+        0 => Side::Requester,
+        1 => Side::Target,
+        _ => return None,
+    };
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&buf[2..RELAY_HEADER_LEN]);
+    Some((side, u64::from_be_bytes(id), &buf[RELAY_HEADER_LEN..]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relay_header_round_trip_and_rejects() {
+        let b = encode_relay(Side::Target, 0x0102_0304_0506_0708, b"quic");
+        assert_eq!(b.len(), RELAY_HEADER_LEN + 4);
+        assert_eq!(
+            decode_relay(&b),
+            Some((Side::Target, 0x0102_0304_0506_0708, &b"quic"[..]))
+        );
+        assert_eq!(decode_relay(&b[..RELAY_HEADER_LEN - 1]), None);
+        let mut bad = b.clone();
+        bad[1] = 7;
+        assert_eq!(decode_relay(&bad), None);
+        assert!(!is_frame(&b), "relay datagrams are not frames");
+    }
 
     #[test]
     fn probe_round_trip_and_tag() {
