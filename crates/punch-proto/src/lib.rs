@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod nat;
+pub mod relay;
 pub mod rendezvous;
 pub mod stun;
 pub mod wire;

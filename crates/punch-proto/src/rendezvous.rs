@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::wire::{ErrorCode, Frame, KeyBytes, PeerInfo, MAX_NAME_LEN};
+use crate::relay::{Admit, RelayConfig, RelayUsage};
+use crate::wire::{self, ErrorCode, Frame, KeyBytes, PeerInfo, Side, MAX_NAME_LEN};
 
 /// How long a registration lives without a refresh. Clients refresh every 25 s
 /// (below the 30 s many NATs give idle UDP mappings), so three refreshes may be lost.
@@ -43,6 +44,8 @@ pub struct RendezvousConfig {
     pub registration_ttl: Duration,
     /// Most registered peers.
     pub max_peers: usize,
+    /// Relay limits (and whether to relay at all).
+    pub relay: RelayConfig,
 }
 
 impl Default for RendezvousConfig {
@@ -50,6 +53,7 @@ impl Default for RendezvousConfig {
         RendezvousConfig {
             registration_ttl: DEFAULT_REGISTRATION_TTL,
             max_peers: DEFAULT_MAX_PEERS,
+            relay: RelayConfig::default(),
         }
     }
 }
@@ -67,6 +71,12 @@ pub struct Stats {
     pub intro_timeouts: u64,
     /// Registrations expired.
     pub expired: u64,
+    /// Datagrams relayed.
+    pub relayed_packets: u64,
+    /// Bytes relayed (payload and header).
+    pub relayed_bytes: u64,
+    /// Relayed datagrams dropped (over the rate, unknown session, relay off).
+    pub relay_dropped: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +112,9 @@ struct SessionRecord {
     requester_ready: bool,
     target_ready: bool,
     expires: Instant,
+    relay: RelayUsage,
+    /// Set once the relay ended this session; datagrams are then answered with the reason.
+    relay_closed: Option<String>,
 }
 
 /// The rendezvous state machine.
@@ -184,6 +197,77 @@ impl Rendezvous {
             Frame::Connect { txn, target } => self.connect(now, from, txn, target),
             Frame::IntroduceAck { session } => self.introduce_ack(from, session),
             _ => {}
+        }
+    }
+
+    /// Take a relayed datagram (see [`wire::encode_relay`]) from `from`: returns where to
+    /// forward it unchanged, or `None` to drop it. Refusals (relay off, unknown session,
+    /// a limit reached) are answered with [`Frame::RelayClosed`] through
+    /// [`Rendezvous::poll_transmit`].
+    pub fn relay(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> Option<SocketAddr> {
+        let (side, session, _) = wire::decode_relay(datagram)?;
+        let refuse = |this: &mut Self, reason: &str| {
+            this.stats.relay_dropped += 1;
+            let reason = reason.to_string();
+            let answer = Frame::RelayClosed { session, reason };
+            // Anti-amplification (as QUIC's RFC 9000 §8.1): never answer a spoofable
+            // datagram with more than three times its size.
+            if answer.encoded_len().is_ok_and(|n| n <= 3 * datagram.len()) {
+                this.send(from, &answer);
+            }
+            None
+        };
+        if !self.cfg.relay.enabled {
+            return refuse(self, "relaying is off on this server");
+        }
+        let cfg = self.cfg.relay.clone();
+        let Some(rec) = self.sessions.get_mut(&session) else {
+            return refuse(
+                self,
+                "unknown relay session (the server may have restarted)",
+            );
+        };
+        if let Some(reason) = rec.relay_closed.clone() {
+            return refuse(self, &reason);
+        }
+        // The side byte names the sender; a new address for it is a NAT that gave the
+        // peer a new mapping (say after a conntrack flush): follow it. The session id is
+        // a random 64-bit secret of the two peers, and what flows is their end-to-end
+        // authenticated QUIC, so a forger could disturb, but not read or impersonate.
+        let to = match side {
+            Side::Requester => {
+                rec.requester = from;
+                rec.target
+            }
+            Side::Target => {
+                rec.target = from;
+                rec.requester
+            }
+        };
+        match rec.relay.admit(&cfg, now, datagram.len()) {
+            Admit::Forward => {
+                rec.expires = rec.expires.max(now + cfg.idle_timeout);
+                self.stats.relayed_packets += 1;
+                self.stats.relayed_bytes += datagram.len() as u64;
+                Some(to)
+            }
+            Admit::OverRate => {
+                self.stats.relay_dropped += 1;
+                None
+            }
+            Admit::Close(reason) => {
+                rec.relay_closed = Some(reason.clone());
+                self.stats.relay_dropped += 1;
+                self.send(
+                    to,
+                    &Frame::RelayClosed {
+                        session,
+                        reason: reason.clone(),
+                    },
+                );
+                self.send(from, &Frame::RelayClosed { session, reason });
+                None
+            }
         }
     }
 
@@ -362,6 +446,8 @@ impl Rendezvous {
                 requester_ready: false,
                 target_ready: false,
                 expires: now + SESSION_TTL,
+                relay: RelayUsage::new(&self.cfg.relay, now),
+                relay_closed: None,
             },
         );
         self.connects.insert(

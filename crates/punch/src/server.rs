@@ -191,6 +191,10 @@ pub async fn run(
                             debug!(%from, "STUN message not answered");
                         }
                     }
+                } else if on == SocketId::PRIMARY && data.first() == Some(&wire::RELAY_TAG) {
+                    if let Some(to) = registry.relay(Instant::now().into_std(), from, &data) {
+                        send(SocketId::PRIMARY, to, &data);
+                    }
                 } else if on == SocketId::PRIMARY && wire::is_frame(&data) {
                     match Frame::decode(&data) {
                         Ok(frame) => {
