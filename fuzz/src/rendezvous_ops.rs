@@ -172,6 +172,7 @@ pub fn run(data: &[u8]) {
     let cfg = RendezvousConfig {
         registration_ttl: ttl,
         max_peers,
+        ..RendezvousConfig::default()
     };
     let mut h = Harness {
         server: Rendezvous::new(cfg, 7),

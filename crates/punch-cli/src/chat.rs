@@ -119,6 +119,14 @@ pub async fn run(opts: ChatOptions, reporter: Reporter) -> Result<()> {
                     ClientEvent::ServerBack { public } => shared
                         .reporter
                         .notice(&format!("server answers again (public address {public})")),
+                    ClientEvent::Path { peer, path, reason } => {
+                        shared
+                            .reporter
+                            .path(&peer, path.kind, path.candidate, path.remote, &reason)
+                    }
+                    ClientEvent::PathError { peer, reason } => {
+                        shared.reporter.error(Some(&peer), &reason)
+                    }
                     _ => {}
                 }
             }

@@ -94,6 +94,10 @@ enum Command {
         /// Seconds between registration refreshes (keepalives to the server).
         #[arg(long, default_value_t = 25.0)]
         server_keepalive: f64,
+        /// Use of the server's relay: auto (start on the relay, move to a direct path as
+        /// soon as punching finds one), never (direct only), only (relay only).
+        #[arg(long, default_value = "auto", value_name = "auto|never|only")]
+        relay: punch::client::RelayMode,
     },
     /// Show punch working: a server and two peers on loopback, in one process.
     Demo,
@@ -174,6 +178,7 @@ fn main() -> Result<()> {
                 punch_timeout,
                 keepalive,
                 server_keepalive,
+                relay,
             } => {
                 let server = chat::resolve_server(&server, 3478)?;
                 let mut client = ClientConfig::new(server, name);
@@ -181,6 +186,7 @@ fn main() -> Result<()> {
                 client.punch.deadline = secs("punch-timeout", punch_timeout)?;
                 client.peer_keepalive = secs("keepalive", keepalive)?;
                 client.server_keepalive = secs("server-keepalive", server_keepalive)?;
+                client.relay = relay;
                 let home = match home {
                     Some(h) => h,
                     None => default_home()?,

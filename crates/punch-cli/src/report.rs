@@ -54,9 +54,18 @@ impl Reporter {
             json!({"event":"connected","peer":peer,"path":path,"candidate":candidate,
                    "remote":remote.to_string(),"rtt_ms":ms(rtt)}),
             format!(
-                "connected to {peer}: {path} path to its {candidate} address {remote}, rtt {:.1} ms",
+                "connected to {peer}: {path} path ({candidate}, {remote}), rtt {:.1} ms",
                 ms(rtt)
             ),
+        );
+    }
+
+    /// The path to a peer changed.
+    pub fn path(&self, peer: &str, path: &str, candidate: &str, remote: SocketAddr, reason: &str) {
+        self.emit(
+            json!({"event":"path","peer":peer,"path":path,"candidate":candidate,
+                   "remote":remote.to_string(),"reason":reason}),
+            format!("path to {peer} is now {path} ({remote}): {reason}"),
         );
     }
 

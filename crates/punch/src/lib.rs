@@ -13,6 +13,7 @@ pub mod chat;
 pub mod client;
 pub mod identity;
 pub mod nat;
+pub mod paths;
 pub mod server;
 pub mod socket;
 pub mod tls;

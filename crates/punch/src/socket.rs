@@ -17,8 +17,11 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 
+use punch_proto::wire;
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
+
+use crate::paths::{PathTable, Route};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, trace};
@@ -48,6 +51,8 @@ fn is_quic(first: u8) -> bool {
 
 struct Inner {
     udp: tokio::net::UdpSocket,
+    /// Virtual peer addresses (what quinn sees) and their real paths.
+    paths: Arc<PathTable>,
     /// Taken for writing while a datagram leaves with a non-default TTL, so no other
     /// datagram leaves with the temporary TTL; every normal send takes it for reading.
     ttl_lock: RwLock<()>,
@@ -88,6 +93,7 @@ impl DemuxSocket {
         let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_QUEUE);
         let inner = Arc::new(Inner {
             udp,
+            paths: Arc::new(PathTable::default()),
             ttl_lock: RwLock::new(()),
             default_ttl,
             quic_rx: Mutex::new(quic_rx),
@@ -105,6 +111,11 @@ impl DemuxSocket {
     /// The bound local address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.inner.udp.local_addr()
+    }
+
+    /// The table mapping peers' virtual addresses to real paths.
+    pub fn paths(&self) -> &Arc<PathTable> {
+        &self.inner.paths
     }
 
     /// Send a datagram now (control traffic). `ttl` overrides the IP TTL for this datagram.
@@ -162,8 +173,35 @@ async fn recv_loop(
         if n == 0 {
             continue;
         }
+        // Relayed QUIC: unwrap it and hand it to quinn as coming from the peer's virtual
+        // address. Only the server relays; anything else with the tag is dropped.
+        if buf[0] == wire::RELAY_TAG {
+            let Some(sock) = inner.upgrade() else { return };
+            if let Some((_, session, payload)) = wire::decode_relay(&buf[..n]) {
+                match sock.paths.virtual_for_session(session) {
+                    Some(v) if !payload.is_empty() && is_quic(payload[0]) => {
+                        if quic_tx.try_send((v, payload.to_vec())).is_err() {
+                            trace!("quic queue full; relayed datagram dropped");
+                        }
+                    }
+                    _ => trace!(%from, session, "relayed datagram for no known session"),
+                }
+            }
+            continue;
+        }
         let data = buf[..n].to_vec();
         if is_quic(data[0]) {
+            // A peer on a direct path shows up at its virtual address too.
+            let from = match inner.upgrade() {
+                Some(s) => match s.paths.virtual_for_real(from) {
+                    Some(v) => {
+                        s.paths.learn_direct(v, from);
+                        v
+                    }
+                    None => from,
+                },
+                None => return,
+            };
             if quic_tx.try_send((from, data)).is_err() {
                 trace!(%from, "quic queue full or closed; datagram dropped");
             }
@@ -193,10 +231,20 @@ impl AsyncUdpSocket for DemuxSocket {
             .ttl_lock
             .read()
             .unwrap_or_else(|e| e.into_inner());
-        self.inner
-            .udp
-            .try_send_to(transmit.contents, transmit.destination)
-            .map(|_| ())
+        match self.inner.paths.route(transmit.destination) {
+            Route::Direct(real) => self.inner.udp.try_send_to(transmit.contents, real),
+            Route::Unmapped => self
+                .inner
+                .udp
+                .try_send_to(transmit.contents, transmit.destination),
+            Route::Relay(r) => {
+                let wrapped = wire::encode_relay(r.side, r.session, transmit.contents);
+                self.inner.udp.try_send_to(&wrapped, r.server)
+            }
+            // No path yet: as lost on the wire; QUIC retransmits.
+            Route::Drop => Ok(transmit.contents.len()),
+        }
+        .map(|_| ())
     }
 
     fn poll_recv(

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod nat;
+pub mod tcp;
+
 /// Punching deadline given to the peers in lab runs (`--punch-timeout`).
 pub const PUNCH_TIMEOUT_SECS: u64 = 4;
 /// How long a run waits for any single expected event.
@@ -265,6 +268,7 @@ pub struct Outcome {
 }
 
 /// One chat run: alice listens in `ns_a`, bob (in `ns_b`) connects to her and both talk.
+/// Both run with `--relay never`: this proves hole punching alone.
 pub fn chat_run(lab: &Lab, ns_a: &str, ns_b: &str, expect_direct: bool) -> Outcome {
     let (_server, addr) = start_server(lab);
     let home = tempdir(&lab.prefix);
@@ -282,6 +286,8 @@ pub fn chat_run(lab: &Lab, ns_a: &str, ns_b: &str, expect_direct: bool) -> Outco
             home,
             "--punch-timeout",
             &timeout,
+            "--relay",
+            "never",
         ]
         .iter()
         .map(|s| s.to_string())

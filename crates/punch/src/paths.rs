@@ -1,0 +1,211 @@
+//! Stable virtual addresses for peers, mapped to whichever real path is best right now.
+//!
+//! quinn sees each peer at one fixed, made-up address (in 240.0.0.0/4, reserved and never
+//! routed). Underneath, this table says how to reach that peer at the moment: directly at
+//! a real address, or through the server's relay. Switching the route is invisible to
+//! quinn, so a live connection moves from relay to direct (and back) without a handshake,
+//! a migration or a lost message: QUIC simply retransmits whatever the old path dropped.
+//! This is the design iroh uses. The table does not decide *when* to switch: the client's
+//! control task does, from punching results and path checks.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::RwLock;
+
+use punch_proto::wire::Side;
+
+/// Most peers with a virtual address at once.
+pub const MAX_PEERS: usize = 4096;
+
+/// How to reach a peer through the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayRoute {
+    /// The relaying server.
+    pub server: SocketAddr,
+    /// Our end of the session (goes in every relayed datagram).
+    pub side: Side,
+    /// The session the server relays.
+    pub session: u64,
+}
+
+/// Which path carries a peer's traffic now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Active {
+    /// Straight to the peer's real address.
+    Direct(SocketAddr),
+    /// Through the server.
+    Relay(RelayRoute),
+    /// Nowhere yet (no relay allowed, no direct path found): datagrams are dropped and
+    /// QUIC retransmits them once a path exists.
+    None,
+}
+
+/// Where a datagram for a virtual address goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Send the datagram as it is to this address.
+    Direct(SocketAddr),
+    /// Wrap it in a relay header and send it to the server.
+    Relay(RelayRoute),
+    /// Drop it.
+    Drop,
+    /// Not a virtual address: send it to that address as it is.
+    Unmapped,
+}
+
+#[derive(Default)]
+struct Tables {
+    active: HashMap<SocketAddr, Active>,
+    /// Real peer address -> virtual address, for datagrams arriving directly.
+    by_real: HashMap<SocketAddr, SocketAddr>,
+    /// Relay session -> virtual address, for datagrams arriving through the relay.
+    by_session: HashMap<u64, SocketAddr>,
+    next: u32,
+}
+
+/// The shared table (cheap to read on every datagram).
+#[derive(Default)]
+pub struct PathTable {
+    t: RwLock<Tables>,
+}
+
+impl std::fmt::Debug for PathTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PathTable")
+    }
+}
+
+impl PathTable {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Tables> {
+        self.t.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Tables> {
+        self.t.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new virtual address, with no path yet; `None` when [`MAX_PEERS`] are in use.
+    pub fn allocate(&self) -> Option<SocketAddr> {
+        let mut t = self.write();
+        if t.active.len() >= MAX_PEERS {
+            return None;
+        }
+        t.next = t.next.wrapping_add(1);
+        let n = t.next;
+        // 240.x.y.z with z != 0; the port carries nothing but keeps the address unique.
+        let ip = Ipv4Addr::new(240, (n >> 16) as u8, (n >> 8) as u8, n as u8);
+        let v = SocketAddr::new(ip.into(), 1);
+        t.active.insert(v, Active::None);
+        Some(v)
+    }
+
+    /// Forget a virtual address and everything that maps to it.
+    pub fn remove(&self, v: SocketAddr) {
+        let mut t = self.write();
+        t.active.remove(&v);
+        t.by_real.retain(|_, x| *x != v);
+        t.by_session.retain(|_, x| *x != v);
+    }
+
+    /// Make `path` carry `v`'s traffic from now on.
+    pub fn set_active(&self, v: SocketAddr, path: Active) {
+        let mut t = self.write();
+        if let Some(a) = t.active.get_mut(&v) {
+            *a = path;
+        }
+    }
+
+    /// A QUIC datagram for `v` arrived straight from `real`: if `v` has no path yet, take
+    /// that one. The peer only sends QUIC on a direct path after its probe to us was
+    /// answered, so the path is proven both ways; without this, our answers to its
+    /// handshake would be dropped until our own punching finishes.
+    pub fn learn_direct(&self, v: SocketAddr, real: SocketAddr) {
+        let mut t = self.write();
+        if let Some(a) = t.active.get_mut(&v) {
+            if *a == Active::None {
+                *a = Active::Direct(real);
+            }
+        }
+    }
+
+    /// The path carrying `v` now.
+    pub fn active(&self, v: SocketAddr) -> Option<Active> {
+        self.read().active.get(&v).copied()
+    }
+
+    /// Datagrams arriving from real address `real` belong to `v`.
+    pub fn alias(&self, real: SocketAddr, v: SocketAddr) {
+        let mut t = self.write();
+        if t.by_real.len() < MAX_PEERS * 16 {
+            t.by_real.insert(real, v);
+        }
+    }
+
+    /// Datagrams relayed in `session` belong to `v`.
+    pub fn relay_session(&self, session: u64, v: SocketAddr) {
+        let mut t = self.write();
+        if t.by_session.len() < MAX_PEERS * 4 {
+            t.by_session.insert(session, v);
+        }
+    }
+
+    /// Where to send a datagram quinn addressed to `dest`.
+    pub fn route(&self, dest: SocketAddr) -> Route {
+        match self.read().active.get(&dest) {
+            None => Route::Unmapped,
+            Some(Active::Direct(a)) => Route::Direct(*a),
+            Some(Active::Relay(r)) => Route::Relay(*r),
+            Some(Active::None) => Route::Drop,
+        }
+    }
+
+    /// The virtual address of a datagram that arrived directly from `real`.
+    pub fn virtual_for_real(&self, real: SocketAddr) -> Option<SocketAddr> {
+        self.read().by_real.get(&real).copied()
+    }
+
+    /// The virtual address of relay session `session`.
+    pub fn virtual_for_session(&self, session: u64) -> Option<SocketAddr> {
+        self.read().by_session.get(&session).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_follow_the_active_path() {
+        let t = PathTable::default();
+        let v = t.allocate().unwrap();
+        assert_eq!(t.route(v), Route::Drop);
+        let server: SocketAddr = "203.0.113.10:3478".parse().unwrap();
+        let relay = RelayRoute {
+            server,
+            side: Side::Target,
+            session: 9,
+        };
+        t.set_active(v, Active::Relay(relay));
+        t.relay_session(9, v);
+        assert_eq!(t.route(v), Route::Relay(relay));
+        assert_eq!(t.virtual_for_session(9), Some(v));
+        let real: SocketAddr = "198.51.100.2:4000".parse().unwrap();
+        t.alias(real, v);
+        t.set_active(v, Active::Direct(real));
+        assert_eq!(t.route(v), Route::Direct(real));
+        assert_eq!(t.virtual_for_real(real), Some(v));
+        assert_eq!(t.route(real), Route::Unmapped);
+        t.remove(v);
+        assert_eq!(t.route(v), Route::Unmapped);
+        assert_eq!(t.virtual_for_real(real), None);
+    }
+
+    #[test]
+    fn virtual_addresses_are_distinct_and_reserved() {
+        let t = PathTable::default();
+        let a = t.allocate().unwrap();
+        let b = t.allocate().unwrap();
+        assert_ne!(a, b);
+        assert!(matches!(a.ip(), std::net::IpAddr::V4(ip) if ip.octets()[0] == 240));
+    }
+}
