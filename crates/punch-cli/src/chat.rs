@@ -44,6 +44,9 @@ struct PeerEntry {
 
 struct Shared {
     reporter: Reporter,
+    /// Asked for a peer's current path when it connects (events before that are folded
+    /// into the `connected` line).
+    client: Arc<Client>,
     me: PublicKey,
     peers: Mutex<HashMap<String, PeerEntry>>,
     backlog: Mutex<VecDeque<String>>,
@@ -84,6 +87,7 @@ pub async fn run(opts: ChatOptions, reporter: Reporter) -> Result<()> {
     }
     let shared = Arc::new(Shared {
         reporter: reporter.clone(),
+        client: client.clone(),
         me: client.public_key(),
         peers: Mutex::new(HashMap::new()),
         backlog: Mutex::new(VecDeque::new()),
@@ -119,10 +123,17 @@ pub async fn run(opts: ChatOptions, reporter: Reporter) -> Result<()> {
                     ClientEvent::ServerBack { public } => shared
                         .reporter
                         .notice(&format!("server answers again (public address {public})")),
+                    // A change before the peer is attached is already in its `connected` line.
                     ClientEvent::Path { peer, path, reason } => {
-                        shared
-                            .reporter
-                            .path(&peer, path.kind, path.candidate, path.remote, &reason)
+                        if lock(&shared.peers).contains_key(&peer) {
+                            shared.reporter.path(
+                                &peer,
+                                path.kind,
+                                path.candidate,
+                                path.remote,
+                                &reason,
+                            )
+                        }
                     }
                     ClientEvent::PathError { peer, reason } => {
                         shared.reporter.error(Some(&peer), &reason)
@@ -213,13 +224,10 @@ async fn attach(shared: Arc<Shared>, pc: PeerConnection, initiator: PublicKey) {
             },
         );
         let backlog: Vec<String> = lock(&shared.backlog).drain(..).collect();
-        shared.reporter.connected(
-            &name,
-            pc.path.kind,
-            pc.path.candidate,
-            pc.path.remote,
-            conn.rtt(),
-        );
+        let path = shared.client.current_path(&pc.key).unwrap_or(pc.path);
+        shared
+            .reporter
+            .connected(&name, path.kind, path.candidate, path.remote, conn.rtt());
         tokio::spawn(writer(
             conn.clone(),
             rx,

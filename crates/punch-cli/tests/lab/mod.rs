@@ -6,6 +6,8 @@
 //! SKIPPED line and return, and the test script says so too.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod relay;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -15,8 +17,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub mod nat;
-pub mod tcp;
 
 /// Punching deadline given to the peers in lab runs (`--punch-timeout`).
 pub const PUNCH_TIMEOUT_SECS: u64 = 4;
@@ -201,6 +201,13 @@ impl Proc {
         }
     }
 
+    /// Take every event printed so far into `seen`, without waiting.
+    pub fn drain(&mut self) {
+        while let Ok(e) = self.events.try_recv() {
+            self.seen.push(e);
+        }
+    }
+
     pub fn wait_event(&mut self, kind: &str, timeout: Duration) -> Option<(Instant, Value)> {
         self.wait_for(timeout, |v| v["event"] == kind)
     }
@@ -378,7 +385,7 @@ pub fn chat_run(lab: &Lab, ns_a: &str, ns_b: &str, expect_direct: bool) -> Outco
     outcome
 }
 
-fn tempdir(prefix: &str) -> String {
+pub fn tempdir(prefix: &str) -> String {
     let dir = std::env::temp_dir().join(format!("punch-lab-{prefix}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -395,7 +402,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Short code of a router type for namespace prefixes.
-fn code(kind: &str) -> &'static str {
+pub fn code(kind: &str) -> &'static str {
     match kind {
         "open" => "op",
         "firewall" => "fw",
@@ -407,19 +414,22 @@ fn code(kind: &str) -> &'static str {
     }
 }
 
-/// Append one line to the matrix report the test script prints at the end.
-fn record(line: &str) {
+/// Append one line to a matrix report the test script prints at the end.
+pub fn record_to(file: &str, line: &str) {
     let dir = repo_root().join("target/lab-results");
     let _ = std::fs::create_dir_all(&dir);
-    let file = dir.join("udp-matrix.txt");
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(file)
+        .open(dir.join(file))
     {
         let _ = writeln!(f, "{line}");
     }
     println!("{line}");
+}
+
+fn record(line: &str) {
+    record_to("udp-matrix.txt", line);
 }
 
 /// Run a pair [`RUNS`] times on fresh labs and assert the expected result every time.

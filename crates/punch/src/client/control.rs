@@ -30,8 +30,8 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{
-    lock, ClientConfig, ClientEvent, Command, ConnectError, Introduced, PathInfo, PeerConnection,
-    RelayMode, INITIAL_RTO, MAX_RTO,
+    lock, ClientConfig, ClientEvent, Command, ConnectError, Current, Introduced, PathInfo,
+    PeerConnection, RelayMode, INITIAL_RTO, MAX_RTO,
 };
 use crate::identity::{Identity, PublicKey};
 use crate::paths::{Active, PathTable, RelayRoute};
@@ -79,6 +79,7 @@ pub(crate) struct Setup {
     pub reg_txn: u64,
     pub private: Vec<SocketAddr>,
     pub introduced: Introduced,
+    pub current: Current,
     pub events: mpsc::Sender<ClientEvent>,
 }
 
@@ -152,6 +153,7 @@ pub(crate) struct Control {
     peers: HashMap<PublicKey, Peer>,
     sessions: HashMap<u64, PublicKey>,
     introduced: Introduced,
+    current: Current,
     events: mpsc::Sender<ClientEvent>,
     internal_tx: mpsc::Sender<Internal>,
     internal_rx: Option<mpsc::Receiver<Internal>>,
@@ -196,6 +198,7 @@ impl Control {
             peers: HashMap::new(),
             sessions: HashMap::new(),
             introduced: s.introduced,
+            current: s.current,
             events: s.events,
             internal_tx,
             internal_rx: Some(internal_rx),
@@ -412,7 +415,14 @@ impl Control {
                 Some(r) => {
                     let _ = r.send(Err(ConnectError::Refused(code, reason)));
                 }
-                None => debug!(target = %c.target, %reason, "new introduction refused"),
+                None => {
+                    // Our own request for a new session (to punch again, or after a server
+                    // restart while the peer has not registered again yet): try later.
+                    debug!(target = %c.target, %reason, "new introduction refused; retrying");
+                    if let Some(p) = self.peers.values_mut().find(|p| p.name == c.target) {
+                        p.retry_at = Some(now + p.backoff.min(REPUNCH_FIRST));
+                    }
+                }
             }
         }
     }
@@ -521,7 +531,14 @@ impl Control {
             session,
         };
         if relay_mode != RelayMode::Never && p.direct.is_none() {
-            self.paths.set_active(p.virt, Active::Relay(route));
+            set_path(
+                &self.paths,
+                &self.current,
+                key,
+                p.virt,
+                Active::Relay(route),
+                relay_info(self.cfg.server),
+            );
         }
         if relay_mode != RelayMode::Only {
             let mut candidates: Vec<(SocketAddr, CandidateKind)> = info
@@ -649,6 +666,7 @@ impl Control {
             self.paths.remove(p.virt);
             self.sessions.retain(|_, k| *k != key);
             lock(&self.introduced).remove(&key);
+            lock(&self.current).remove(&key);
             debug!(peer = %p.name, "forgotten");
         }
     }
@@ -667,7 +685,14 @@ impl Control {
         p.relay_refused = Some(reason.clone());
         let restarted = reason.starts_with("unknown relay session");
         if let Some(Active::Relay(_)) = self.paths.active(p.virt) {
-            self.paths.set_active(p.virt, Active::None);
+            set_path(
+                &self.paths,
+                &self.current,
+                key,
+                p.virt,
+                Active::None,
+                relay_info(self.cfg.server),
+            );
             let ev = ClientEvent::PathError {
                 peer: p.name.clone(),
                 reason: format!("relay closed: {reason}"),
@@ -792,7 +817,14 @@ impl Control {
             session: p.session,
         };
         let ev = if mode != RelayMode::Never && p.relay_refused.is_none() {
-            self.paths.set_active(p.virt, Active::Relay(relay));
+            set_path(
+                &self.paths,
+                &self.current,
+                key,
+                p.virt,
+                Active::Relay(relay),
+                relay_info(server),
+            );
             p.reported = "relay";
             ClientEvent::Path {
                 peer: p.name.clone(),
@@ -803,7 +835,14 @@ impl Control {
                 ),
             }
         } else {
-            self.paths.set_active(p.virt, Active::None);
+            set_path(
+                &self.paths,
+                &self.current,
+                key,
+                p.virt,
+                Active::None,
+                relay_info(server),
+            );
             p.reported = "none";
             ClientEvent::PathError {
                 peer: p.name.clone(),
@@ -860,7 +899,14 @@ impl Control {
                 });
                 self.paths.alias(addr, p.virt);
                 if mode != RelayMode::Only {
-                    self.paths.set_active(p.virt, Active::Direct(addr));
+                    set_path(
+                        &self.paths,
+                        &self.current,
+                        key,
+                        p.virt,
+                        Active::Direct(addr),
+                        direct_info(d),
+                    );
                 }
                 let up = matches!(p.quic, Quic::Up(_));
                 if up && p.reported != "direct" {
@@ -936,6 +982,27 @@ impl Control {
                     emit(&events, ev);
                 }
             }
+        }
+    }
+}
+
+/// Point `virt` at `active`, and keep the application-visible description in step.
+fn set_path(
+    paths: &PathTable,
+    current: &Current,
+    key: PublicKey,
+    virt: SocketAddr,
+    active: Active,
+    info: PathInfo,
+) {
+    paths.set_active(virt, active);
+    let mut c = lock(current);
+    match active {
+        Active::None => {
+            c.remove(&key);
+        }
+        _ => {
+            c.insert(key, info);
         }
     }
 }

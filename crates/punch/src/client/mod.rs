@@ -14,7 +14,7 @@
 
 mod control;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -235,6 +235,7 @@ pub struct Client {
     public: SocketAddr,
     local: SocketAddr,
     key: PublicKey,
+    current: Current,
     _tasks: Vec<AbortOnDrop>,
 }
 
@@ -244,6 +245,9 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
+
+/// The path each peer's traffic takes now, as the application sees it.
+pub(crate) type Current = Arc<Mutex<HashMap<PublicKey, PathInfo>>>;
 
 /// Keys of the peers we were introduced to: the only ones whose connections we accept.
 pub(crate) type Introduced = Arc<Mutex<HashSet<PublicKey>>>;
@@ -311,6 +315,7 @@ impl Client {
         )
         .map_err(|e| ClientError::Setup(e.to_string()))?;
 
+        let current: Current = Arc::new(Mutex::new(HashMap::new()));
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
         let control = control::Control::new(control::Setup {
@@ -322,6 +327,7 @@ impl Client {
             reg_txn: txn,
             private,
             introduced: introduced.clone(),
+            current: current.clone(),
             events: ev_tx,
         });
         let internal = control.internal();
@@ -335,6 +341,7 @@ impl Client {
             public,
             local,
             key,
+            current,
             _tasks: vec![AbortOnDrop(control_task), AbortOnDrop(accept_task)],
         })
     }
@@ -352,6 +359,12 @@ impl Client {
     /// Our identity key.
     pub fn public_key(&self) -> PublicKey {
         self.key
+    }
+
+    /// The path a peer's traffic takes right now (`None` if it has none or is unknown).
+    /// Path changes after this are reported as [`ClientEvent::Path`].
+    pub fn current_path(&self, peer: &PublicKey) -> Option<PathInfo> {
+        lock(&self.current).get(peer).cloned()
     }
 
     /// Ask the server for `peer` and open an authenticated QUIC connection: through the
