@@ -124,16 +124,12 @@ pub async fn run(opts: ChatOptions, reporter: Reporter) -> Result<()> {
                         .reporter
                         .notice(&format!("server answers again (public address {public})")),
                     // A change before the peer is attached is already in its `connected` line.
-                    ClientEvent::Path { peer, path, reason } => {
-                        if lock(&shared.peers).contains_key(&peer) {
-                            shared.reporter.path(
-                                &peer,
-                                path.kind,
-                                path.candidate,
-                                path.remote,
-                                &reason,
-                            )
-                        }
+                    ClientEvent::Path { peer, path, reason }
+                        if lock(&shared.peers).contains_key(&peer) =>
+                    {
+                        shared
+                            .reporter
+                            .path(&peer, path.kind, path.candidate, path.remote, &reason)
                     }
                     ClientEvent::PathError { peer, reason } => {
                         shared.reporter.error(Some(&peer), &reason)
