@@ -11,6 +11,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use punch::client::ClientConfig;
+use punch::punch_proto::relay::RelayConfig;
+use punch::punch_proto::rendezvous::RendezvousConfig;
 use punch::server::ServerConfig;
 use tracing_subscriber::EnvFilter;
 
@@ -46,6 +48,18 @@ enum Command {
         /// The alternate port (default: the listen port + 1).
         #[arg(long, value_name = "PORT", requires = "alt_addr")]
         alt_port: Option<u16>,
+        /// Do not relay traffic between peers (they must punch a direct path).
+        #[arg(long)]
+        no_relay: bool,
+        /// Relay rate limit per session, in Mbit/s (over it, datagrams are dropped).
+        #[arg(long, default_value_t = 100.0, value_name = "MBIT")]
+        relay_rate: f64,
+        /// Relay volume limit per session, in MiB (reaching it ends the session).
+        #[arg(long, default_value_t = 10240, value_name = "MIB")]
+        relay_max_mib: u64,
+        /// Seconds after which an idle relay session is forgotten.
+        #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+        relay_idle_timeout: f64,
     },
     /// Find out what your NAT does: mapping, filtering, hairpinning, classic type.
     ///
@@ -137,11 +151,28 @@ fn main() -> Result<()> {
                 listen,
                 alt_addr,
                 alt_port,
+                no_relay,
+                relay_rate,
+                relay_max_mib,
+                relay_idle_timeout,
             } => {
+                anyhow::ensure!(
+                    relay_rate.is_finite() && relay_rate > 0.0,
+                    "--relay-rate must be a positive number of Mbit/s, got {relay_rate}"
+                );
+                let relay = RelayConfig {
+                    enabled: !no_relay,
+                    rate: (relay_rate * 125_000.0) as u64,
+                    max_bytes: relay_max_mib.saturating_mul(1024 * 1024),
+                    idle_timeout: secs("relay-idle-timeout", relay_idle_timeout)?,
+                };
                 let cfg = ServerConfig {
                     alt_ip: alt_addr,
                     alt_port,
-                    ..ServerConfig::default()
+                    rendezvous: RendezvousConfig {
+                        relay,
+                        ..RendezvousConfig::default()
+                    },
                 };
                 let sockets = punch::server::ServerSockets::bind(listen, &cfg)
                     .await
@@ -149,6 +180,11 @@ fn main() -> Result<()> {
                 let addrs: Vec<String> =
                     sockets.all_addrs().iter().map(|a| a.to_string()).collect();
                 eprintln!("punch server listening on {} (UDP)", addrs.join(", "));
+                if no_relay {
+                    eprintln!(
+                        "relaying is off: peers that cannot punch a direct path get an error"
+                    );
+                }
                 if alt_addr.is_none() {
                     eprintln!(
                         "note: full NAT behaviour discovery needs a second address (--alt-addr IP)"

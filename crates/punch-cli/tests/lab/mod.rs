@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod nat;
 
 /// Punching deadline given to the peers in lab runs (`--punch-timeout`).
 pub const PUNCH_TIMEOUT_SECS: u64 = 4;

@@ -377,7 +377,11 @@ impl StunResponder {
         if let Some(len) = padding {
             attributes.push(Attribute::Padding(len));
         }
-        attributes.push(Attribute::Software(super::SOFTWARE.to_owned()));
+        // RFC 3489 parsers (the classic `stun` client) require every attribute length to
+        // be a multiple of 4 and reject the 5-byte "punch": classic answers go without.
+        if !req.transaction_id.is_classic() {
+            attributes.push(Attribute::Software(super::SOFTWARE.to_owned()));
+        }
         let response = Message {
             class: Class::SuccessResponse,
             method: Method::BINDING,
@@ -559,7 +563,6 @@ mod tests {
                 Attribute::MappedAddress(client()),
                 Attribute::SourceAddress("203.0.113.1:3479".parse().unwrap()),
                 Attribute::ChangedAddress("203.0.113.2:3479".parse().unwrap()),
-                Attribute::Software("punch".into()),
             ]
         );
     }
