@@ -7,7 +7,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use punch::client::{Client, ClientConfig, ClientEvent, PeerConnection};
@@ -50,6 +52,9 @@ struct Shared {
     me: PublicKey,
     peers: Mutex<HashMap<String, PeerEntry>>,
     backlog: Mutex<VecDeque<String>>,
+    /// `--peer` connections not yet attached or failed: input that ends early waits for
+    /// them, so `echo hi | punch chat --peer bob` delivers its line.
+    connecting: AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -91,6 +96,7 @@ pub async fn run(opts: ChatOptions, reporter: Reporter) -> Result<()> {
         me: client.public_key(),
         peers: Mutex::new(HashMap::new()),
         backlog: Mutex::new(VecDeque::new()),
+        connecting: AtomicUsize::new(opts.peers.len()),
     });
     let mut tasks = JoinSet::new();
     for peer in &opts.peers {
@@ -99,9 +105,12 @@ pub async fn run(opts: ChatOptions, reporter: Reporter) -> Result<()> {
             match client.connect(&peer).await {
                 Ok(pc) => {
                     let me = shared.me;
-                    attach(shared, pc, me).await
+                    attach(shared, pc, me, true).await
                 }
-                Err(e) => shared.reporter.error(Some(&peer), &e.to_string()),
+                Err(e) => {
+                    shared.reporter.error(Some(&peer), &e.to_string());
+                    shared.connecting.fetch_sub(1, Ordering::SeqCst);
+                }
             }
         });
     }
@@ -112,7 +121,7 @@ pub async fn run(opts: ChatOptions, reporter: Reporter) -> Result<()> {
                 match ev {
                     ClientEvent::Incoming(pc) => {
                         let (shared, initiator) = (shared.clone(), pc.key);
-                        tokio::spawn(attach(shared, pc, initiator));
+                        tokio::spawn(attach(shared, pc, initiator, false));
                     }
                     ClientEvent::IncomingFailed { peer, reason } => {
                         shared.reporter.error(Some(&peer), &reason)
@@ -151,6 +160,14 @@ pub async fn run(opts: ChatOptions, reporter: Reporter) -> Result<()> {
             _ = tokio::signal::ctrl_c() => break,
         }
     }
+    // Input ended: first let the named peers connect (or fail), so early lines reach them.
+    let limit = opts.client.server_timeout + opts.client.punch.deadline + Duration::from_secs(2);
+    let _ = tokio::time::timeout(limit, async {
+        while shared.connecting.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     // Deliver what was typed: dropping the senders finishes each stream, whose writer
     // then waits until the peer has acknowledged every byte.
     let writers: Vec<PeerEntry> = lock(&shared.peers).drain().map(|(_, e)| e).collect();
@@ -194,10 +211,16 @@ async fn broadcast(shared: &Shared, line: String) {
     }
 }
 
-/// Take a connection into the chat: report it, start its writer and reader.
-async fn attach(shared: Arc<Shared>, pc: PeerConnection, initiator: PublicKey) {
+/// Take a connection into the chat: report it, start its writer and reader. `counted`:
+/// one of our `--peer` connections, counted in [`Shared::connecting`].
+async fn attach(shared: Arc<Shared>, pc: PeerConnection, initiator: PublicKey, counted: bool) {
     let name = pc.name.clone();
     let conn = pc.connection.clone();
+    let done = || {
+        if counted {
+            shared.connecting.fetch_sub(1, Ordering::SeqCst);
+        }
+    };
     // Two connections to one peer happen when both sides name each other. Both sides keep
     // the one opened by the smaller key, so they agree without talking.
     {
@@ -206,6 +229,7 @@ async fn attach(shared: Arc<Shared>, pc: PeerConnection, initiator: PublicKey) {
             let keep_new = initiator < existing.initiator;
             if !keep_new {
                 conn.close(2u32.into(), b"duplicate connection");
+                done();
                 return;
             }
             existing.conn.close(2u32.into(), b"duplicate connection");
@@ -232,6 +256,7 @@ async fn attach(shared: Arc<Shared>, pc: PeerConnection, initiator: PublicKey) {
             name.clone(),
         ));
     }
+    done();
     reader(shared, name, conn).await;
 }
 

@@ -57,12 +57,27 @@ async fn steps() -> Result<()> {
     let Some(ClientEvent::Incoming(to_bob)) = alice.next_event().await else {
         bail!("alice did not see bob connect");
     };
+    let took = started.elapsed().as_secs_f64() * 1000.0;
     println!(
-        "4. connected in {:.1} ms: {} path to alice's {} address {}, QUIC rtt {:.2} ms, keys verified both ways",
-        started.elapsed().as_secs_f64() * 1000.0,
-        to_alice.path.kind,
-        to_alice.path.candidate,
-        to_alice.path.remote,
+        "4. connected in {took:.1} ms over the {} path ({}), keys verified both ways",
+        to_alice.path.kind, to_alice.path.remote
+    );
+    // With the relay on (the default), the first packets may go through the server while
+    // punching finishes; the connection then moves to the direct path underneath.
+    let mut path = bob
+        .current_path(&to_alice.key)
+        .unwrap_or(to_alice.path.clone());
+    let wait_until = Instant::now() + Duration::from_secs(5);
+    while path.kind != "direct" && Instant::now() < wait_until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        path = bob.current_path(&to_alice.key).unwrap_or(path);
+    }
+    println!(
+        "   path now: {} to alice's {} address {} (probe rtt {:.2} ms); QUIC rtt {:.2} ms",
+        path.kind,
+        path.candidate,
+        path.remote,
+        path.probe_rtt.as_secs_f64() * 1000.0,
         to_alice.connection.rtt().as_secs_f64() * 1000.0
     );
     if to_bob.key != bob.public_key() || to_alice.key != alice.public_key() {
@@ -87,9 +102,10 @@ async fn steps() -> Result<()> {
         .context("no message")?;
     println!("   bob received:   [alice] {got}");
 
+    let path = bob.current_path(&to_alice.key).unwrap_or(path);
     println!(
         "6. done: both directions delivered over the {} path. Try it across real NATs:",
-        to_alice.path.kind
+        path.kind
     );
     println!("     punch server                                  # on a public host");
     println!("     punch chat --server HOST --name alice          # behind one NAT");

@@ -1,4 +1,5 @@
 //! The `punch` command: parses arguments and configuration, then hands over.
+mod bench;
 mod chat;
 mod demo;
 mod natcache;
@@ -115,6 +116,25 @@ enum Command {
     },
     /// Show punch working: a server and two peers on loopback, in one process.
     Demo,
+    /// Measure throughput to a peer: one side waits, the other pushes data and prints
+    /// Mbit/s and datagrams/s over the path in use (`--relay only|never` to force one).
+    Bench {
+        /// Rendezvous server, HOST or HOST:PORT.
+        #[arg(long, env = "PUNCH_SERVER")]
+        server: String,
+        /// Your name on the server (a fresh identity is used).
+        #[arg(long)]
+        name: String,
+        /// Push to this peer; without it, wait for a peer to push.
+        #[arg(long)]
+        peer: Option<String>,
+        /// MiB to push.
+        #[arg(long, default_value_t = 100)]
+        mib: u64,
+        /// Relay use, as for chat.
+        #[arg(long, default_value = "auto", value_name = "auto|never|only")]
+        relay: punch::client::RelayMode,
+    },
 }
 
 fn secs(name: &str, v: f64) -> Result<Duration> {
@@ -235,6 +255,18 @@ fn main() -> Result<()> {
                 chat::run(opts, report::Reporter::new(json)).await
             }
             Command::Demo => demo::run().await,
+            Command::Bench {
+                server,
+                name,
+                peer,
+                mib,
+                relay,
+            } => {
+                let server = chat::resolve_server(&server, 3478)?;
+                let mut cfg = ClientConfig::new(server, name);
+                cfg.relay = relay;
+                bench::run(cfg, peer, mib).await
+            }
         }
     })
 }

@@ -155,7 +155,7 @@ pub async fn run(
     drop(tx);
     let send = |id: SocketId, to: SocketAddr, bytes: &[u8]| {
         if let Some(s) = out.get(&id) {
-            if let Err(e) = s.try_send_to(bytes, to) {
+            if let Err(e) = crate::socket::raw_send(s, bytes, to) {
                 debug!(%to, error = %e, "send failed");
             }
         }

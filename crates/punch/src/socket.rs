@@ -128,7 +128,7 @@ impl DemuxSocket {
                     .write()
                     .unwrap_or_else(|e| e.into_inner());
                 self.inner.udp.set_ttl(ttl)?;
-                let r = self.inner.udp.try_send_to(data, dest);
+                let r = raw_send(&self.inner.udp, data, dest);
                 self.inner.udp.set_ttl(self.inner.default_ttl)?;
                 r
             }
@@ -138,7 +138,7 @@ impl DemuxSocket {
                     .ttl_lock
                     .read()
                     .unwrap_or_else(|e| e.into_inner());
-                self.inner.udp.try_send_to(data, dest)
+                raw_send(&self.inner.udp, data, dest)
             }
         };
         match result {
@@ -149,6 +149,14 @@ impl DemuxSocket {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Send straight through the kernel. tokio's `try_send_to` answers WouldBlock until its
+/// reactor has once seen the socket writable, which silently lost the first datagram of
+/// every new socket (the first registration, retransmitted 250 ms later); a UDP socket
+/// is writable unless its buffer is full, so ask the kernel directly, as quinn-udp does.
+pub(crate) fn raw_send(udp: &tokio::net::UdpSocket, data: &[u8], dest: SocketAddr) -> io::Result<usize> {
+    socket2::SockRef::from(udp).send_to(data, &dest.into())
 }
 
 async fn recv_loop(
@@ -232,14 +240,11 @@ impl AsyncUdpSocket for DemuxSocket {
             .read()
             .unwrap_or_else(|e| e.into_inner());
         match self.inner.paths.route(transmit.destination) {
-            Route::Direct(real) => self.inner.udp.try_send_to(transmit.contents, real),
-            Route::Unmapped => self
-                .inner
-                .udp
-                .try_send_to(transmit.contents, transmit.destination),
+            Route::Direct(real) => raw_send(&self.inner.udp, transmit.contents, real),
+            Route::Unmapped => raw_send(&self.inner.udp, transmit.contents, transmit.destination),
             Route::Relay(r) => {
                 let wrapped = wire::encode_relay(r.side, r.session, transmit.contents);
-                self.inner.udp.try_send_to(&wrapped, r.server)
+                raw_send(&self.inner.udp, &wrapped, r.server)
             }
             // No path yet: as lost on the wire; QUIC retransmits.
             Route::Drop => Ok(transmit.contents.len()),

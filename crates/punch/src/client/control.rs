@@ -1014,8 +1014,13 @@ fn emit(events: &mpsc::Sender<ClientEvent>, ev: ClientEvent) {
 }
 
 fn candidates_text(info: &PeerInfo) -> String {
-    let mut tried: Vec<String> = info.private.iter().map(|a| a.to_string()).collect();
-    tried.push(info.public.to_string());
+    let mut tried: Vec<String> = Vec::new();
+    for a in info.private.iter().chain(std::iter::once(&info.public)) {
+        let a = a.to_string();
+        if !tried.contains(&a) {
+            tried.push(a);
+        }
+    }
     tried.join(", ")
 }
 

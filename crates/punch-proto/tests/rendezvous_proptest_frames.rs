@@ -1,0 +1,295 @@
+//! Property: whatever sequence of decoded frames (and relayed datagrams) arrives from
+//! whatever addresses, at whatever times, the rendezvous server never panics, never holds
+//! more peers than its bound, only ever sends valid frames to addresses it heard from (no
+//! reflection toward third parties), answers each frame with at most two datagrams,
+//! answers a relayed datagram with at most three times its size, and drains every table
+//! and timer once time runs past every lifetime.
+
+#[path = "rendezvous_support.rs"]
+mod support;
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use punch_proto::rendezvous::{
+    Rendezvous, RendezvousConfig, CONNECT_DEDUP_TTL, INTRO_ATTEMPTS, INTRO_RETRANSMIT,
+};
+use punch_proto::wire::{
+    encode_relay, ErrorCode, Frame, PeerInfo, Side, FRAME_TAG, MAX_NAME_LEN, MAX_PRIVATE_ADDRS,
+    WIRE_VERSION,
+};
+
+fn addr() -> impl Strategy<Value = SocketAddr> {
+    prop_oneof![
+        // A small pool, so frames from the same address meet each other.
+        (1u8..5, prop_oneof![Just(1000u16), Just(2000u16)])
+            .prop_map(|(h, p)| SocketAddr::from((Ipv4Addr::new(198, 51, 100, h), p))),
+        (any::<u32>(), any::<u16>()).prop_map(|(ip, p)| SocketAddr::from((Ipv4Addr::from(ip), p))),
+        (any::<u128>(), any::<u16>()).prop_map(|(ip, p)| SocketAddr::from((Ipv6Addr::from(ip), p))),
+    ]
+}
+
+/// One name a case may use.
+fn any_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => prop::sample::select(vec!["alice", "bob", "carol", "dave", "eve"])
+            .prop_map(String::from),
+        1 => "[a-z0-9]{1,64}",
+        1 => "\\PC{1,16}",
+        // Names that `{:?}` blows up (a combining accent becomes `\u{301}`, 2 bytes -> 7),
+        // then a tail with unescaped multi-byte characters: quoted in an error reason they
+        // pass MAX_REASON_LEN, and the cut may fall inside a character.
+        2 => (
+            prop::sample::select(vec!['\u{301}', '\u{200b}', '"']),
+            0usize..32,
+            prop::collection::vec(prop::sample::select(vec!['a', 'é', '字', '😀']), 0..8),
+        )
+            .prop_map(|(escaped, n, tail)| {
+                let mut name = String::new();
+                for c in std::iter::repeat_n(escaped, n).chain(tail) {
+                    if name.len() + c.len_utf8() > MAX_NAME_LEN {
+                        break;
+                    }
+                    name.push(c);
+                }
+                if name.is_empty() {
+                    name.push('x');
+                }
+                name
+            }),
+    ]
+}
+
+/// The names of one case: few, so that registrations, lookups and conflicts meet.
+fn name_pool() -> impl Strategy<Value = Vec<String>> {
+    prop::collection::vec(any_name(), 1..6)
+}
+
+fn txn() -> impl Strategy<Value = u64> {
+    prop_oneof![0u64..4, any::<u64>()]
+}
+
+fn key() -> impl Strategy<Value = [u8; 32]> {
+    (0u8..4).prop_map(|k| [k; 32])
+}
+
+fn frame(names: Vec<String>) -> impl Strategy<Value = Frame> {
+    let name = move || prop::sample::select(names.clone());
+    let private = || prop::collection::vec(addr(), 0..=MAX_PRIVATE_ADDRS);
+    prop_oneof![
+        4 => (txn(), name(), key(), private())
+            .prop_map(|(txn, name, key, private)| Frame::Register { txn, name, key, private }),
+        4 => (txn(), name()).prop_map(|(txn, target)| Frame::Connect { txn, target }),
+        1 => any::<u64>().prop_map(|session| Frame::IntroduceAck { session }),
+        1 => (txn(), addr(), any::<u32>())
+            .prop_map(|(txn, observed, expires_secs)| Frame::Registered { txn, observed, expires_secs }),
+        1 => (txn(), any::<u64>(), any::<bool>(), name(), key(), addr(), private())
+            .prop_map(|(txn, session, initiator, name, key, public, private)| Frame::Introduce {
+                txn, session, initiator, peer: PeerInfo { name, key, public, private },
+            }),
+        1 => (txn(), "[ -~]{0,200}").prop_map(|(txn, reason)| Frame::Error {
+            txn, code: ErrorCode::BadRequest, reason,
+        }),
+        1 => (any::<u64>(), any::<u32>()).prop_map(|(session, seq)| Frame::Probe { session, seq }),
+        1 => (any::<u64>(), any::<u32>(), addr())
+            .prop_map(|(session, seq, observed)| Frame::ProbeAck { session, seq, observed }),
+    ]
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// A well-formed frame from an address.
+    Frame(SocketAddr, Frame),
+    /// Arbitrary bytes after a valid header: fed if (by chance) they decode.
+    Bytes(SocketAddr, Vec<u8>),
+    /// Acknowledge the n-th introduction seen so far (modulo), from its real destination
+    /// or from a wrong address.
+    Ack(usize, bool),
+    /// A relayed datagram for the n-th session seen so far (modulo), or for a made-up
+    /// one, claiming either side, from an address.
+    Relay(SocketAddr, usize, bool, bool, Vec<u8>),
+    /// Let time pass and run the timers.
+    Wait(Duration),
+}
+
+fn op(names: Vec<String>) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (addr(), frame(names)).prop_map(|(a, f)| Op::Frame(a, f)),
+        1 => (addr(), prop::collection::vec(any::<u8>(), 0..80)).prop_map(|(a, b)| Op::Bytes(a, b)),
+        2 => (any::<usize>(), any::<bool>()).prop_map(|(n, right)| Op::Ack(n, right)),
+        2 => (addr(), any::<usize>(), any::<bool>(), any::<bool>(), prop::collection::vec(any::<u8>(), 0..64))
+            .prop_map(|(a, n, known, requester, payload)| Op::Relay(a, n, known, requester, payload)),
+        3 => (0u64..150_000).prop_map(|ms| Op::Wait(Duration::from_millis(ms))),
+    ]
+}
+
+struct Model {
+    rv: Rendezvous,
+    max_peers: usize,
+    now: Instant,
+    heard_from: HashSet<SocketAddr>,
+    /// (destination, session) of every passive-side introduction sent.
+    intros: Vec<(SocketAddr, u64)>,
+}
+
+impl Model {
+    /// Feed a relayed datagram; check where it goes and what comes back to the sender.
+    fn feed_relay(&mut self, from: SocketAddr, datagram: &[u8]) -> Result<(), TestCaseError> {
+        self.heard_from.insert(from);
+        let forward = self.rv.relay(self.now, from, datagram);
+        if let Some(to) = forward {
+            prop_assert!(
+                self.heard_from.contains(&to),
+                "relayed to {to}, which never sent anything"
+            );
+        }
+        let mut back = 0;
+        while let Some((to, bytes)) = self.rv.poll_transmit() {
+            prop_assert!(Frame::decode(&bytes).is_ok(), "invalid frame {bytes:02x?}");
+            prop_assert!(self.heard_from.contains(&to), "sent to {to}, unheard");
+            if to == from {
+                back += bytes.len();
+            }
+        }
+        // Anti-amplification: a refusal is never more than 3x what provoked it.
+        prop_assert!(
+            back <= 3 * datagram.len(),
+            "{back} bytes back for {}",
+            datagram.len()
+        );
+        Ok(())
+    }
+}
+
+impl Model {
+    /// Drain the output and check every datagram; returns how many there were.
+    fn drain(&mut self) -> Result<usize, TestCaseError> {
+        let mut n = 0;
+        while let Some((to, bytes)) = self.rv.poll_transmit() {
+            n += 1;
+            let frame = Frame::decode(&bytes);
+            prop_assert!(frame.is_ok(), "the server sent an invalid frame: {frame:?}");
+            prop_assert!(
+                self.heard_from.contains(&to),
+                "the server sent to {to}, which never sent it anything"
+            );
+            if let Ok(Frame::Introduce {
+                session,
+                initiator: false,
+                ..
+            }) = frame
+            {
+                self.intros.push((to, session));
+            }
+        }
+        prop_assert!(self.rv.peer_count() <= self.max_peers);
+        Ok(n)
+    }
+
+    fn feed(&mut self, from: SocketAddr, frame: Frame) -> Result<(), TestCaseError> {
+        self.heard_from.insert(from);
+        self.rv.handle_frame(self.now, from, frame);
+        let n = self.drain()?;
+        prop_assert!(n <= 2, "{n} datagrams in answer to one frame");
+        Ok(())
+    }
+}
+
+fn run(max_peers: usize, ttl: Duration, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let t0 = Instant::now();
+    let mut m = Model {
+        rv: Rendezvous::new(
+            RendezvousConfig {
+                registration_ttl: ttl,
+                max_peers,
+                ..RendezvousConfig::default()
+            },
+            7,
+        ),
+        max_peers,
+        now: t0,
+        heard_from: HashSet::new(),
+        intros: Vec::new(),
+    };
+    for op in ops {
+        match op {
+            Op::Frame(from, frame) => {
+                // Only what the decoder lets through reaches the server.
+                let Ok(bytes) = frame.encode() else { continue };
+                let decoded = Frame::decode(&bytes);
+                prop_assert_eq!(decoded.as_ref(), Ok(&frame));
+                m.feed(from, frame)?;
+            }
+            Op::Bytes(from, body) => {
+                let mut bytes = vec![FRAME_TAG, WIRE_VERSION];
+                bytes.extend(body);
+                if let Ok(frame) = Frame::decode(&bytes) {
+                    m.feed(from, frame)?;
+                }
+            }
+            Op::Ack(n, right) => {
+                if m.intros.is_empty() {
+                    continue;
+                }
+                let (to, session) = m.intros[n % m.intros.len()];
+                let from = if right {
+                    to
+                } else {
+                    SocketAddr::from(([203, 0, 113, 1], 1))
+                };
+                m.feed(from, Frame::IntroduceAck { session })?;
+            }
+            Op::Relay(from, n, known, requester, payload) => {
+                let session = match m.intros.get(n % m.intros.len().max(1)) {
+                    Some(&(_, session)) if known => session,
+                    _ => n as u64,
+                };
+                let side = if requester {
+                    Side::Requester
+                } else {
+                    Side::Target
+                };
+                let datagram = encode_relay(side, session, &payload);
+                m.feed_relay(from, &datagram)?;
+            }
+            Op::Wait(d) => {
+                m.now += d;
+                m.rv.handle_timeout(m.now);
+                let introductions = m.rv.stats().introductions as usize;
+                let n = m.drain()?;
+                prop_assert!(n <= introductions, "{n} sends from one timer run");
+            }
+        }
+    }
+    // Past every lifetime, everything drains and the server stops asking to be woken.
+    let intro_schedule: Duration = (1..=INTRO_ATTEMPTS).map(|a| INTRO_RETRANSMIT * a).sum();
+    let horizon = m.now + ttl + intro_schedule + CONNECT_DEDUP_TTL;
+    let mut wakes = 0;
+    while let Some(t) = m.rv.poll_timeout() {
+        prop_assert!(t <= horizon, "timer set past every lifetime");
+        m.now = m.now.max(t);
+        m.rv.handle_timeout(m.now);
+        m.drain()?;
+        wakes += 1;
+        prop_assert!(wakes < 10_000, "timers never settle");
+    }
+    prop_assert_eq!(m.rv.peer_count(), 0);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn arbitrary_frames_never_panic_or_break_bounds(
+        max_peers in 1usize..5,
+        ttl_secs in 1u64..120,
+        (_names, ops) in name_pool().prop_flat_map(|names| {
+            (Just(names.clone()), prop::collection::vec(op(names), 0..80))
+        }),
+    ) {
+        run(max_peers, Duration::from_secs(ttl_secs), ops)?;
+    }
+}
