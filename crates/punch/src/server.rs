@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use punch_proto::rendezvous::{Rendezvous, RendezvousConfig};
@@ -127,7 +127,12 @@ pub async fn run(
         info!("full NAT behaviour discovery (RFC 5780) needs a second address: start with --alt-addr IP");
     }
     let responder = StunResponder::new(addrs);
-    let mut registry = Rendezvous::new(cfg.rendezvous, rand::rng().random());
+    // Shared with the primary socket's receive task, which relays datagrams itself: the
+    // relay's hot path then costs one lock and one send, no queue hop or copy.
+    let registry = Arc::new(Mutex::new(Rendezvous::new(
+        cfg.rendezvous,
+        rand::rng().random(),
+    )));
     let mut stats = IoStats::default();
 
     let (tx, mut inbox) = mpsc::channel::<(SocketId, SocketAddr, Vec<u8>)>(INBOX);
@@ -137,10 +142,27 @@ pub async fn run(
         let socket = Arc::new(socket);
         out.insert(id, socket.clone());
         let tx = tx.clone();
+        let registry = registry.clone();
         tasks.push(AbortOnDrop(tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
             loop {
                 match socket.recv_from(&mut buf).await {
+                    Ok((n, from))
+                        if id == SocketId::PRIMARY
+                            && buf[..n].first() == Some(&wire::RELAY_TAG) =>
+                    {
+                        let data = &buf[..n];
+                        let mut reg = lock(&registry);
+                        if let Some(to) = reg.relay(Instant::now().into_std(), from, data) {
+                            if let Err(e) = crate::socket::raw_send(&socket, data, to) {
+                                debug!(%to, error = %e, "relay send failed");
+                            }
+                        }
+                        // Refusals (RelayClosed) go out at once, from the primary socket.
+                        while let Some((to, bytes)) = reg.poll_transmit() {
+                            let _ = crate::socket::raw_send(&socket, &bytes, to);
+                        }
+                    }
                     Ok((n, from)) => {
                         if tx.try_send((id, from, buf[..n].to_vec())).is_err() {
                             debug!(%from, "server inbox full; datagram dropped");
@@ -163,13 +185,13 @@ pub async fn run(
 
     tokio::pin!(shutdown);
     loop {
-        let wake = registry
+        let wake = lock(&registry)
             .poll_timeout()
             .map(Instant::from_std)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             _ = &mut shutdown => {
-                info!(?stats, registry = ?registry.stats(), "server stopping");
+                info!(?stats, registry = ?lock(&registry).stats(), "server stopping");
                 return Ok(());
             }
             got = inbox.recv() => {
@@ -191,15 +213,11 @@ pub async fn run(
                             debug!(%from, "STUN message not answered");
                         }
                     }
-                } else if on == SocketId::PRIMARY && data.first() == Some(&wire::RELAY_TAG) {
-                    if let Some(to) = registry.relay(Instant::now().into_std(), from, &data) {
-                        send(SocketId::PRIMARY, to, &data);
-                    }
                 } else if on == SocketId::PRIMARY && wire::is_frame(&data) {
                     match Frame::decode(&data) {
                         Ok(frame) => {
                             debug!(%from, ?frame, "frame");
-                            registry.handle_frame(Instant::now().into_std(), from, frame)
+                            lock(&registry).handle_frame(Instant::now().into_std(), from, frame)
                         }
                         Err(e) => {
                             stats.malformed += 1;
@@ -213,11 +231,16 @@ pub async fn run(
             }
             _ = tokio::time::sleep_until(wake) => {}
         }
-        registry.handle_timeout(Instant::now().into_std());
-        while let Some((to, bytes)) = registry.poll_transmit() {
+        let mut reg = lock(&registry);
+        reg.handle_timeout(Instant::now().into_std());
+        while let Some((to, bytes)) = reg.poll_transmit() {
             send(SocketId::PRIMARY, to, &bytes);
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 struct AbortOnDrop(JoinHandle<()>);
