@@ -155,7 +155,11 @@ impl DemuxSocket {
 /// reactor has once seen the socket writable, which silently lost the first datagram of
 /// every new socket (the first registration, retransmitted 250 ms later); a UDP socket
 /// is writable unless its buffer is full, so ask the kernel directly, as quinn-udp does.
-pub(crate) fn raw_send(udp: &tokio::net::UdpSocket, data: &[u8], dest: SocketAddr) -> io::Result<usize> {
+pub(crate) fn raw_send(
+    udp: &tokio::net::UdpSocket,
+    data: &[u8],
+    dest: SocketAddr,
+) -> io::Result<usize> {
     socket2::SockRef::from(udp).send_to(data, &dest.into())
 }
 

@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use punch_proto::agent::{Agent, CandidateKind, Event as AgentEvent};
+use punch_proto::agent::{Agent, CandidateKind};
 use punch_proto::wire::{ErrorCode, Frame, PeerInfo, Side, HI_RESPONSE};
 use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
@@ -36,7 +36,13 @@ use super::{
 use crate::identity::{Identity, PublicKey};
 use crate::paths::{Active, PathTable, RelayRoute};
 use crate::socket::{ControlDatagram, DemuxSocket};
-use crate::tls;
+
+mod paths;
+mod quic;
+
+use paths::{direct_info, emit, relay_info, set_path};
+pub(crate) use quic::accept_loop;
+use quic::{quic_connect, watch_close};
 
 /// Most peers at once (bounds what a server or peer can make us hold).
 pub const MAX_PEERS: usize = 256;
@@ -157,24 +163,6 @@ pub(crate) struct Control {
     events: mpsc::Sender<ClientEvent>,
     internal_tx: mpsc::Sender<Internal>,
     internal_rx: Option<mpsc::Receiver<Internal>>,
-}
-
-fn direct_info(d: Direct) -> PathInfo {
-    PathInfo {
-        kind: "direct",
-        candidate: d.kind.as_str(),
-        remote: d.addr,
-        probe_rtt: d.rtt,
-    }
-}
-
-fn relay_info(server: SocketAddr) -> PathInfo {
-    PathInfo {
-        kind: "relay",
-        candidate: "relay",
-        remote: server,
-        probe_rtt: Duration::ZERO,
-    }
 }
 
 impl Control {
@@ -671,52 +659,6 @@ impl Control {
         }
     }
 
-    fn on_relay_closed(&mut self, now: Instant, session: u64, reason: String) {
-        let Some(key) = self.sessions.get(&session).copied() else {
-            return;
-        };
-        let Some(p) = self.peers.get_mut(&key) else {
-            return;
-        };
-        if p.session != session || p.relay_refused.is_some() {
-            return;
-        }
-        warn!(peer = %p.name, %reason, "relay closed");
-        p.relay_refused = Some(reason.clone());
-        let restarted = reason.starts_with("unknown relay session");
-        if let Some(Active::Relay(_)) = self.paths.active(p.virt) {
-            set_path(
-                &self.paths,
-                &self.current,
-                key,
-                p.virt,
-                Active::None,
-                relay_info(self.cfg.server),
-            );
-            let ev = ClientEvent::PathError {
-                peer: p.name.clone(),
-                reason: format!("relay closed: {reason}"),
-            };
-            p.reported = "none";
-            emit(&self.events, ev);
-        }
-        if restarted && p.initiator {
-            // The server lost its state: register again, then ask for a new session.
-            self.next_register = now;
-            p.retry_at = Some(now + INITIAL_RTO * 2);
-        }
-        // A pending connect that now has no path at all and no punching left fails.
-        if p.agent.as_ref().is_none_or(|a| a.is_done()) && p.direct.is_none() {
-            if let Some(r) = p.reply.take() {
-                let _ = r.send(Err(ConnectError::NoPath(
-                    self.cfg.punch.deadline,
-                    candidates_text(&p.info),
-                    format!("; relay refused: {reason}"),
-                )));
-            }
-        }
-    }
-
     fn on_timeout(&mut self, now: Instant) {
         // Registration refresh / retransmission.
         if now >= self.next_register {
@@ -802,63 +744,6 @@ impl Control {
         }
     }
 
-    fn on_path_lost(&mut self, now: Instant, key: PublicKey) {
-        let (server, mode) = (self.cfg.server, self.cfg.relay);
-        let events = self.events.clone();
-        let Some(p) = self.peers.get_mut(&key) else {
-            return;
-        };
-        let Some(d) = p.direct.take() else { return };
-        p.check = None;
-        warn!(peer = %p.name, addr = %d.addr, "direct path lost");
-        let relay = RelayRoute {
-            server,
-            side: p.side,
-            session: p.session,
-        };
-        let ev = if mode != RelayMode::Never && p.relay_refused.is_none() {
-            set_path(
-                &self.paths,
-                &self.current,
-                key,
-                p.virt,
-                Active::Relay(relay),
-                relay_info(server),
-            );
-            p.reported = "relay";
-            ClientEvent::Path {
-                peer: p.name.clone(),
-                path: relay_info(server),
-                reason: format!(
-                    "direct path lost (no answer from {} for {PATH_DEAD_AFTER:?})",
-                    d.addr
-                ),
-            }
-        } else {
-            set_path(
-                &self.paths,
-                &self.current,
-                key,
-                p.virt,
-                Active::None,
-                relay_info(server),
-            );
-            p.reported = "none";
-            ClientEvent::PathError {
-                peer: p.name.clone(),
-                reason: format!(
-                    "direct path lost (no answer from {}); punching again",
-                    d.addr
-                ),
-            }
-        };
-        if p.initiator {
-            p.backoff = REPUNCH_FIRST;
-            p.retry_at = Some(now + REPUNCH_AFTER_LOSS);
-        }
-        emit(&events, ev);
-    }
-
     /// Drain every agent's transmits and events.
     fn flush(&mut self) {
         let mut results = Vec::new();
@@ -876,206 +761,5 @@ impl Control {
         for (key, ev) in results {
             self.on_agent_event(key, ev);
         }
-    }
-
-    fn on_agent_event(&mut self, key: PublicKey, ev: AgentEvent) {
-        let now = Instant::now();
-        let (server, mode, deadline) = (self.cfg.server, self.cfg.relay, self.cfg.punch.deadline);
-        let events = self.events.clone();
-        let Some(p) = self.peers.get_mut(&key) else {
-            return;
-        };
-        match ev {
-            AgentEvent::Selected { addr, kind, rtt } => {
-                info!(peer = %p.name, %addr, candidate = kind.as_str(), ?rtt, "direct path selected");
-                let d = Direct { addr, kind, rtt };
-                p.direct = Some(d);
-                p.backoff = REPUNCH_FIRST;
-                p.check = Some(Check {
-                    addr,
-                    next: now + PATH_CHECK_INTERVAL,
-                    last_answer: now,
-                    seq: 0,
-                });
-                self.paths.alias(addr, p.virt);
-                if mode != RelayMode::Only {
-                    set_path(
-                        &self.paths,
-                        &self.current,
-                        key,
-                        p.virt,
-                        Active::Direct(addr),
-                        direct_info(d),
-                    );
-                }
-                let up = matches!(p.quic, Quic::Up(_));
-                if up && p.reported != "direct" {
-                    p.reported = "direct";
-                    let ev = ClientEvent::Path {
-                        peer: p.name.clone(),
-                        path: direct_info(d),
-                        reason: format!(
-                            "direct path confirmed: {} address {addr} answered in {:.1} ms",
-                            kind.as_str(),
-                            rtt.as_secs_f64() * 1000.0
-                        ),
-                    };
-                    emit(&events, ev);
-                }
-                if p.initiator && matches!(p.quic, Quic::NotStarted) {
-                    self.start_quic(key);
-                }
-            }
-            AgentEvent::Failed(_) => {
-                let tried = candidates_text(&p.info);
-                warn!(peer = %p.name, "no direct path within {deadline:?} (tried {tried})");
-                let relay_usable = mode != RelayMode::Never && p.relay_refused.is_none();
-                // On the relay the handshake takes one round trip through the server; still
-                // not done when punching gave up means the peer answers on no path at all.
-                let silent = matches!(p.quic, Quic::Connecting);
-                if relay_usable && !silent {
-                    // Stay on the relay; punch again later, less and less often.
-                    let reason = format!(
-                        "no direct path within {deadline:?} (tried {tried}); staying on the relay, \
-                         punching again in {:?}",
-                        p.backoff
-                    );
-                    if p.initiator {
-                        p.retry_at = Some(now + p.backoff);
-                        p.backoff = (p.backoff * 2).min(REPUNCH_MAX);
-                    }
-                    if matches!(p.quic, Quic::Up(_)) {
-                        let ev = ClientEvent::Path {
-                            peer: p.name.clone(),
-                            path: relay_info(server),
-                            reason,
-                        };
-                        emit(&events, ev);
-                    }
-                    return;
-                }
-                let why = match (&p.relay_refused, relay_usable) {
-                    (Some(r), _) => format!("; relay refused: {r}"),
-                    (None, true) => "; no answer through the relay either".to_string(),
-                    (None, false) => String::new(),
-                };
-                let err = ConnectError::NoPath(deadline, tried, why);
-                if let Some(r) = p.reply.take() {
-                    let _ = r.send(Err(err));
-                    self.forget(key);
-                } else if !matches!(p.quic, Quic::Up(_)) {
-                    let ev = ClientEvent::IncomingFailed {
-                        peer: p.name.clone(),
-                        reason: err.to_string(),
-                    };
-                    emit(&events, ev);
-                    self.forget(key);
-                } else {
-                    if p.initiator {
-                        p.retry_at = Some(now + p.backoff);
-                        p.backoff = (p.backoff * 2).min(REPUNCH_MAX);
-                    }
-                    let ev = ClientEvent::PathError {
-                        peer: p.name.clone(),
-                        reason: err.to_string(),
-                    };
-                    emit(&events, ev);
-                }
-            }
-        }
-    }
-}
-
-/// Point `virt` at `active`, and keep the application-visible description in step.
-fn set_path(
-    paths: &PathTable,
-    current: &Current,
-    key: PublicKey,
-    virt: SocketAddr,
-    active: Active,
-    info: PathInfo,
-) {
-    paths.set_active(virt, active);
-    let mut c = lock(current);
-    match active {
-        Active::None => {
-            c.remove(&key);
-        }
-        _ => {
-            c.insert(key, info);
-        }
-    }
-}
-
-fn emit(events: &mpsc::Sender<ClientEvent>, ev: ClientEvent) {
-    if events.try_send(ev).is_err() {
-        debug!("event queue full; event dropped");
-    }
-}
-
-fn candidates_text(info: &PeerInfo) -> String {
-    let mut tried: Vec<String> = Vec::new();
-    for a in info.private.iter().chain(std::iter::once(&info.public)) {
-        let a = a.to_string();
-        if !tried.contains(&a) {
-            tried.push(a);
-        }
-    }
-    tried.join(", ")
-}
-
-fn watch_close(key: PublicKey, conn: &quinn::Connection, tx: mpsc::Sender<Internal>) {
-    let conn = conn.clone();
-    tokio::spawn(async move {
-        conn.closed().await;
-        let _ = tx
-            .send(Internal::Closed(key, conn.stable_id() as u64))
-            .await;
-    });
-}
-
-async fn quic_connect(
-    endpoint: &quinn::Endpoint,
-    identity: &Identity,
-    key: PublicKey,
-    keepalive: Duration,
-    virt: SocketAddr,
-) -> Result<quinn::Connection, String> {
-    let mut cfg = tls::client_config(identity, key).map_err(|e| e.to_string())?;
-    cfg.transport_config(tls::transport_config(keepalive).map_err(|e| e.to_string())?);
-    let connecting = endpoint
-        .connect_with(cfg, virt, tls::SERVER_NAME)
-        .map_err(|e| e.to_string())?;
-    connecting.await.map_err(|e| e.to_string())
-}
-
-/// Accept incoming connections from peers we were introduced to and hand them to the
-/// control task (which reports them with their path).
-pub(crate) async fn accept_loop(
-    endpoint: quinn::Endpoint,
-    introduced: Introduced,
-    internal: mpsc::Sender<Internal>,
-) {
-    while let Some(incoming) = endpoint.accept().await {
-        let introduced = introduced.clone();
-        let internal = internal.clone();
-        tokio::spawn(async move {
-            let remote = incoming.remote_address();
-            let connection = match incoming.await {
-                Ok(c) => c,
-                Err(e) => {
-                    debug!(%remote, error = %e, "incoming handshake failed");
-                    return;
-                }
-            };
-            let Some(key) = tls::peer_public_key(&connection) else {
-                return;
-            };
-            if !lock(&introduced).contains(&key) {
-                connection.close(1u32.into(), b"not introduced");
-                return;
-            }
-            let _ = internal.send(Internal::Accepted(key, connection)).await;
-        });
     }
 }
