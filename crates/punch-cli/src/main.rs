@@ -61,6 +61,13 @@ enum Command {
         /// Seconds after which an idle relay session is forgotten.
         #[arg(long, default_value_t = 60.0, value_name = "SECS")]
         relay_idle_timeout: f64,
+        /// TCP assist port (TCP hole punching; the TCP main port is the --listen port).
+        /// Default: the listen port + 1 (3479), or any free port when listening on port 0.
+        #[arg(long, value_name = "PORT")]
+        tcp_assist_port: Option<u16>,
+        /// Do not serve TCP (no TCP punching, no TCP relay).
+        #[arg(long)]
+        no_tcp: bool,
     },
     /// Find out what your NAT does: mapping, filtering, hairpinning, classic type.
     ///
@@ -175,6 +182,8 @@ fn main() -> Result<()> {
                 relay_rate,
                 relay_max_mib,
                 relay_idle_timeout,
+                tcp_assist_port,
+                no_tcp,
             } => {
                 anyhow::ensure!(
                     relay_rate.is_finite() && relay_rate > 0.0,
@@ -210,6 +219,41 @@ fn main() -> Result<()> {
                         "note: full NAT behaviour discovery needs a second address (--alt-addr IP)"
                     );
                 }
+                // TCP main (same address and port number as UDP) + assist listeners; their
+                // tasks stop when `_tcp` is dropped. A TCP bind failure leaves UDP serving.
+                let _tcp = if no_tcp {
+                    None
+                } else {
+                    // The UDP port actually bound (also when --listen asked for port 0).
+                    let tcp_main = SocketAddr::new(listen.ip(), sockets.local_addr().port());
+                    let assist_port = tcp_assist_port.unwrap_or(match listen.port() {
+                        0 => 0,
+                        p => p.wrapping_add(1),
+                    });
+                    let assist = SocketAddr::new(listen.ip(), assist_port);
+                    let tcp_cfg = punch::tcp::server::TcpServerConfig {
+                        registry: punch::punch_proto::tcp::registry::TcpRegistryConfig {
+                            relay: !no_relay,
+                            ..Default::default()
+                        },
+                    };
+                    match punch::tcp::server::TcpServerHandle::spawn(tcp_main, assist, tcp_cfg)
+                        .await
+                    {
+                        Ok(h) => {
+                            eprintln!(
+                                "punch server listening on {} (TCP main), {} (TCP assist)",
+                                h.main_addr(),
+                                h.assist_addr()
+                            );
+                            Some(h)
+                        }
+                        Err(e) => {
+                            eprintln!("warning: TCP not served: {e}");
+                            None
+                        }
+                    }
+                };
                 let shutdown = async {
                     let _ = tokio::signal::ctrl_c().await;
                 };

@@ -11,4 +11,5 @@ pub mod nat;
 pub mod relay;
 pub mod rendezvous;
 pub mod stun;
+pub mod tcp;
 pub mod wire;

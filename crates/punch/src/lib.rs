@@ -16,6 +16,7 @@ pub mod nat;
 pub mod paths;
 pub mod server;
 pub mod socket;
+pub mod tcp;
 pub mod tls;
 
 pub use punch_proto;

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod nat;
+pub mod tcp;
 
 /// Punching deadline given to the peers in lab runs (`--punch-timeout`).
 pub const PUNCH_TIMEOUT_SECS: u64 = 4;

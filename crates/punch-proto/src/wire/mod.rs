@@ -175,6 +175,68 @@ pub enum Frame {
         /// Why, for the user.
         reason: String,
     },
+    /// Client -> server over the TCP main connection: punch a TCP path to `target`
+    /// (see [`crate::tcp`]). Answered by [`Frame::TcpSession`] or [`Frame::Error`].
+    TcpConnect {
+        /// Transaction id; echoed in the answer (and in a later [`Frame::Error`]).
+        txn: u64,
+        /// Name of the peer to reach.
+        target: String,
+    },
+    /// Server -> requester (main): open the assist connection for `session` now.
+    TcpSession {
+        /// The [`Frame::TcpConnect`] answered.
+        txn: u64,
+        /// Session id (random, chosen by the server): the capability both sides present on
+        /// their assist and relay connections.
+        session: u64,
+    },
+    /// Client -> server, first frame of an assist connection, sent from the punching port.
+    TcpAssist {
+        /// The session the punching port belongs to.
+        session: u64,
+        /// The punching port's private (host) addresses.
+        private: Vec<SocketAddr>,
+    },
+    /// Server -> client (assist connection): the public address the assist connection came from.
+    TcpAssistAck {
+        /// The session.
+        session: u64,
+        /// The punching port's public mapping as the server saw it.
+        observed: SocketAddr,
+    },
+    /// Server -> client (main): punch toward `peer` from the session's punching port.
+    /// To the target first (`initiator: false`), then, once it is ready, to the requester.
+    TcpIntroduce {
+        /// The session.
+        session: u64,
+        /// True for the requester: it connects and runs the TLS client.
+        initiator: bool,
+        /// The other side, with its punching port's public and private addresses.
+        peer: PeerInfo,
+    },
+    /// Target -> server (main): my punching port is mapped and my opening SYN is out.
+    TcpReady {
+        /// The session.
+        session: u64,
+    },
+    /// Requester -> server (main): punching failed, relay `session`; server -> target (main):
+    /// join the relay for `session`.
+    TcpRelay {
+        /// The session.
+        session: u64,
+    },
+    /// Client -> server, first frame of a relay connection to the TCP main port.
+    TcpRelayJoin {
+        /// The session to splice into.
+        session: u64,
+    },
+    /// Server -> client (relay connection): both sides joined; from the next byte on, the
+    /// connection is spliced to the peer's.
+    TcpRelayReady {
+        /// The session.
+        session: u64,
+    },
 }
 
 /// Errors decoding a frame.
@@ -214,6 +276,16 @@ impl Frame {
             }
         };
         match self {
+            Frame::TcpConnect { target, .. } => check_name(target)?,
+            Frame::TcpAssist { private, .. } if private.len() > MAX_PRIVATE_ADDRS => {
+                return Err(WireError::Bounds("too many private addresses"));
+            }
+            Frame::TcpIntroduce { peer, .. } => {
+                check_name(&peer.name)?;
+                if peer.private.len() > MAX_PRIVATE_ADDRS {
+                    return Err(WireError::Bounds("too many private addresses"));
+                }
+            }
             Frame::Register { name, private, .. } => {
                 check_name(name)?;
                 if private.len() > MAX_PRIVATE_ADDRS {

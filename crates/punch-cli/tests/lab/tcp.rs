@@ -1,0 +1,351 @@
+//! TCP runs in the lab: the real `punch server` and the `tcp_peer` example of the `punch`
+//! crate as peers inside the namespaces, one TCP punching attempt per run, a matrix line per pair in
+//! `target/lab-results/tcp-matrix.txt`, and the routers' conntrack tables when a run fails.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{code, lab_available, median, repo_root, Lab, Proc};
+
+/// Runs per pair (fresh namespaces each time); kept at 3 for CI time.
+pub const TCP_RUNS: usize = 3;
+/// Punching deadline given to the peers (`--punch-timeout`).
+pub const TCP_PUNCH_TIMEOUT_SECS: u64 = 4;
+/// How long a run waits for one expected event (punching plus a relay fallback).
+pub const TCP_EVENT_TIMEOUT: Duration = Duration::from_secs(2 * TCP_PUNCH_TIMEOUT_SECS + 12);
+
+/// The `tcp_peer` example binary next to this test binary. `cargo test` and `cargo nextest`
+/// of the workspace build it with the tests; when it is missing (e.g. `cargo test -p
+/// punch-cli`), it is built here.
+pub fn tcp_peer_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // The test binary is TARGET/PROFILE/deps/NAME-HASH.
+        let exe = std::env::current_exe().expect("test binary path");
+        let profile_dir = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .expect("TARGET/PROFILE")
+            .to_path_buf();
+        let target_dir = profile_dir.parent().expect("TARGET").to_path_buf();
+        let bin = profile_dir.join("examples/tcp_peer");
+        if bin.exists() {
+            return bin;
+        }
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "-q", "-p", "punch", "--example", "tcp_peer"])
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .current_dir(repo_root());
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let built = cmd.status().map(|s| s.success()).unwrap_or(false);
+        assert!(
+            built && bin.exists(),
+            "cannot build the tcp_peer example (cargo build -p punch --example tcp_peer)"
+        );
+        bin
+    })
+    .clone()
+}
+
+/// Start `tcp_peer ARGS` in namespace `ns`; stdout lines are JSON events.
+pub fn spawn_tcp_peer(name: &str, ns: &str, args: &[&str]) -> Proc {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(tcp_peer_bin())
+        .args(args)
+        .env("RUST_LOG", "punch=debug,punch_proto=debug,warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tcp_peer");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let v = serde_json::from_str(&line).unwrap_or(Value::String(line));
+            if tx.send((Instant::now(), v)).is_err() {
+                break;
+            }
+        }
+    });
+    let log_name = name.to_string();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if std::env::var_os("PUNCH_LAB_LOGS").is_some() {
+                eprintln!("[{log_name}] {line}");
+            }
+        }
+    });
+    Proc {
+        name: name.to_string(),
+        stdin: child.stdin.take(),
+        child,
+        events: rx,
+        seen: Vec::new(),
+    }
+}
+
+/// Wait until something listens on TCP `port` in the lab's server namespace.
+fn wait_tcp_listening(lab: &Lab, port: u16) {
+    let end = Instant::now() + TCP_EVENT_TIMEOUT;
+    while Instant::now() < end {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &lab.ns("srv"), "ss", "-Htln"])
+            .arg(format!("sport = :{port}"))
+            .output()
+            .expect("ss");
+        if !out.stdout.is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("punch server did not listen on TCP port {port}");
+}
+
+/// How a lab for a TCP run is built.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpLabOpts {
+    /// Routers forward no UDP (`punch-lab up --block-udp`).
+    pub block_udp: bool,
+}
+
+/// Two sites of the given router types for a TCP run.
+pub fn tcp_lab(prefix: &str, a: &str, b: &str, opts: TcpLabOpts) -> Lab {
+    // Routers drop unsolicited packets silently (the lab's default, like most home routers):
+    // with `accept` the router's own kernel answers a SYN that arrives before the host's
+    // with a RST and keeps the conntrack entry, which makes the host's own SYN leave on
+    // another port (see lab/README.md, --wan-input). PUNCH_LAB_TCP_WAN_INPUT overrides.
+    let wan_input = std::env::var("PUNCH_LAB_TCP_WAN_INPUT").unwrap_or_else(|_| "drop".into());
+    let mut args = vec!["up", "--replace", "--wan-input", &wan_input];
+    if opts.block_udp {
+        args.push("--block-udp");
+    }
+    args.extend([prefix, a, b]);
+    Lab::build(&args, prefix)
+}
+
+/// What one TCP run produced.
+#[derive(Debug, Clone)]
+pub struct TcpOutcome {
+    /// Both sides connected over TCP and messages went both ways.
+    pub ok: bool,
+    /// `"direct"` or `"relay"` as bob reported it.
+    pub path: String,
+    /// How bob's connection came about (`public`, `private`, `accepted`, `relay`).
+    pub candidate: String,
+    /// From bob's start to bob's `connected`.
+    pub connect_ms: f64,
+    /// Why the run failed, with the routers' conntrack tables.
+    pub error: Option<String>,
+}
+
+fn conntrack(lab: &Lab) -> String {
+    let mut out = String::new();
+    for r in ["ra", "rb"] {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &lab.ns(r), "conntrack", "-L", "-p", "tcp"])
+            .output();
+        let text = match o {
+            Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
+            Err(e) => format!("(conntrack unavailable: {e})"),
+        };
+        out.push_str(&format!(
+            "\n  conntrack {r}:\n    {}",
+            text.trim().replace('\n', "\n    ")
+        ));
+    }
+    out
+}
+
+/// One run: alice waits in `ns_a`, bob in `ns_b` connects to her over TCP; both talk.
+/// `relay`: allow the relay fallback (otherwise a failed punch is an error).
+pub fn tcp_run(lab: &Lab, ns_a: &str, ns_b: &str, relay: bool) -> TcpOutcome {
+    let srv = lab.get("SRV_IP").to_string();
+    let (main, assist) = (format!("{srv}:3478"), format!("{srv}:3479"));
+    // The real `punch server`: UDP and TCP main on 3478, TCP assist on 3479.
+    let _server = Proc::spawn("server", &lab.ns("srv"), &["server", "--listen", &main]);
+    wait_tcp_listening(lab, 3479);
+    let timeout = TCP_PUNCH_TIMEOUT_SECS.to_string();
+    let mut common = vec![
+        "peer",
+        "--main",
+        &main,
+        "--assist",
+        &assist,
+        "--punch-timeout",
+        &timeout,
+    ];
+    if !relay {
+        common.push("--no-relay");
+    }
+    let mut args_a = common.clone();
+    args_a.extend(["--name", "alice"]);
+    let mut alice = spawn_tcp_peer("alice", ns_a, &args_a);
+    assert!(
+        alice.wait_event("registered", TCP_EVENT_TIMEOUT).is_some(),
+        "alice did not register: {}",
+        alice.events_text()
+    );
+    let mut args_b = common.clone();
+    args_b.extend(["--name", "bob", "--peer", "alice"]);
+    let started = Instant::now();
+    let mut bob = spawn_tcp_peer("bob", ns_b, &args_b);
+    bob.say("hello from bob");
+    let ms = |t: Instant| t.duration_since(started).as_secs_f64() * 1000.0;
+    let mut outcome = TcpOutcome {
+        ok: false,
+        path: String::new(),
+        candidate: String::new(),
+        connect_ms: f64::NAN,
+        error: None,
+    };
+    let got = bob.wait_for(TCP_EVENT_TIMEOUT, |v| {
+        v["event"] == "connected" || v["event"] == "error"
+    });
+    let Some((t, ev)) = got else {
+        outcome.error = Some(format!(
+            "bob reported nothing: {}{}",
+            bob.events_text(),
+            conntrack(lab)
+        ));
+        return outcome;
+    };
+    outcome.connect_ms = ms(t);
+    if ev["event"] == "error" {
+        outcome.error = Some(format!(
+            "{}{}",
+            ev["reason"].as_str().unwrap_or("?"),
+            conntrack(lab)
+        ));
+        return outcome;
+    }
+    outcome.path = ev["path"].as_str().unwrap_or("").to_string();
+    outcome.candidate = ev["candidate"].as_str().unwrap_or("").to_string();
+    let transport_ok = ev["transport"] == "tcp";
+    let alice_conn = alice.wait_event("connected", TCP_EVENT_TIMEOUT);
+    let first = alice.wait_for(TCP_EVENT_TIMEOUT, |v| {
+        v["event"] == "message" && v["from"] == "bob" && v["text"] == "hello from bob"
+    });
+    alice.say("hello from alice");
+    let back = bob.wait_for(TCP_EVENT_TIMEOUT, |v| {
+        v["event"] == "message" && v["from"] == "alice" && v["text"] == "hello from alice"
+    });
+    outcome.ok = transport_ok && alice_conn.is_some() && first.is_some() && back.is_some();
+    if !outcome.ok {
+        outcome.error = Some(format!(
+            "incomplete run: alice connected={} bob->alice={} alice->bob={}\n bob: {}\n alice: {}",
+            alice_conn.is_some(),
+            first.is_some(),
+            back.is_some(),
+            bob.events_text(),
+            alice.events_text()
+        ));
+    }
+    // Both stdins close at once, so neither waits for the other's end of the chat.
+    alice.stdin = None;
+    bob.finish(Duration::from_secs(4));
+    alice.finish(Duration::from_secs(4));
+    outcome
+}
+
+/// Append one line to `target/lab-results/tcp-matrix.txt` and print it.
+pub fn record_tcp(line: &str) {
+    let dir = repo_root().join("target/lab-results");
+    let _ = std::fs::create_dir_all(&dir);
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("tcp-matrix.txt"))
+    {
+        let _ = writeln!(f, "{line}");
+    }
+    println!("{line}");
+}
+
+/// What a pair is expected to do over TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Every run connects directly (asserted).
+    Direct,
+    /// Tried and reported, not asserted (TCP punching through a symmetric NAT).
+    Report,
+    /// Every run connects through the relay (no direct path can exist).
+    Relay,
+}
+
+/// Run a pair [`TCP_RUNS`] times on fresh labs, print and record the result of every run.
+pub fn tcp_pair(a: &str, b: &str, expect: Expect, opts: TcpLabOpts) {
+    let mut test = format!("tcp {a} x {b}");
+    if opts.block_udp {
+        test.push_str(" (UDP blocked)");
+    }
+    if !lab_available(&test) {
+        return;
+    }
+    let mut outcomes = Vec::new();
+    for run in 0..TCP_RUNS {
+        let tag = match (opts.block_udp, expect) {
+            (true, _) => "tu",
+            (false, Expect::Relay) => "tr",
+            (false, _) => "t",
+        };
+        let prefix = format!("{tag}{}{}{run}", code(a), code(b));
+        let t0 = Instant::now();
+        let lab = tcp_lab(&prefix, a, b, opts);
+        let t1 = Instant::now();
+        let o = tcp_run(&lab, &lab.ns("a"), &lab.ns("b"), expect == Expect::Relay);
+        let t2 = Instant::now();
+        drop(lab);
+        if std::env::var_os("PUNCH_LAB_TIMING").is_some() {
+            eprintln!(
+                "{test} run {run}: up {:?} run {:?} down {:?}",
+                t1 - t0,
+                t2 - t1,
+                t2.elapsed()
+            );
+        }
+        outcomes.push(o);
+    }
+    let want = if expect == Expect::Relay {
+        "relay"
+    } else {
+        "direct"
+    };
+    let good = |o: &TcpOutcome| o.ok && o.path == want;
+    let n = outcomes.iter().filter(|o| good(o)).count();
+    let via: Vec<String> = outcomes
+        .iter()
+        .map(|o| {
+            if good(o) {
+                o.candidate.clone()
+            } else {
+                "-".into()
+            }
+        })
+        .collect();
+    record_tcp(&format!(
+        "{test:<56} {want} {n}/{} via {:<28} median connect {:>7.1} ms",
+        outcomes.len(),
+        via.join(","),
+        median(outcomes.iter().map(|o| o.connect_ms).collect()),
+    ));
+    for (i, o) in outcomes.iter().enumerate() {
+        if let Some(e) = &o.error {
+            println!("  {test}: run {i} failed: {e}");
+        }
+    }
+    if expect != Expect::Report {
+        for (i, o) in outcomes.iter().enumerate() {
+            assert!(good(o), "{test}: run {i} did not connect {want}: {o:?}");
+        }
+    }
+}

@@ -1,0 +1,581 @@
+//! The server's TCP rendezvous state machine: registrations over main connections, the
+//! assist sequence, and relay pairing. Sans-IO.
+//!
+//! The IO layer gives every accepted connection a [`ConnId`], reports it with
+//! [`TcpRegistry::handle_open`], feeds each decoded frame with [`TcpRegistry::handle_frame`]
+//! and the end of a connection with [`TcpRegistry::handle_close`], and carries out every
+//! [`Action`] from [`TcpRegistry::poll_action`]: write bytes, close a connection, or splice two
+//! relay connections together. It owns no sockets and no clock.
+//!
+//! A main-listener connection is either a control connection (first frame
+//! [`Frame::Register`]) or a relay connection (first frame [`Frame::TcpRelayJoin`]); an
+//! assist-listener connection sends exactly one [`Frame::TcpAssist`]. A registration lives as
+//! long as its control connection and its keepalives (re-sent `Register`s). Everything is
+//! bounded ([`TcpRegistryConfig`]); a connection that breaks the protocol is closed.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::framing::encode_framed;
+use crate::wire::{ErrorCode, Frame, KeyBytes, PeerInfo, MAX_REASON_LEN};
+
+/// Registration lifetime without a keepalive (clients refresh every 25 s).
+pub const DEFAULT_REGISTRATION_TTL: Duration = Duration::from_secs(90);
+/// How long a punching session (and its relay offer) lives after it was created.
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(60);
+/// How long a new connection may stay silent before its first frame.
+pub const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most registered peers.
+pub const DEFAULT_MAX_PEERS: usize = 10_000;
+/// Most connections at once (control, assist and relay).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+/// Most punching sessions at once.
+pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
+/// Most sessions in flight that one requester may hold.
+pub const MAX_SESSIONS_PER_PEER: usize = 32;
+
+/// An IO-layer connection handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// Which listener accepted a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The main port: control and relay connections.
+    Main,
+    /// The assist port: one frame that reveals a punching port's public mapping.
+    Assist,
+}
+
+/// What the IO layer must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Write these bytes (a length-prefixed frame) to the connection.
+    Send(ConnId, Vec<u8>),
+    /// Close the connection (after writing what was queued for it).
+    Close(ConnId),
+    /// Stop reading frames from both connections and copy bytes between them, both ways.
+    /// The [`Frame::TcpRelayReady`] frames were queued on both just before.
+    Splice(ConnId, ConnId),
+}
+
+/// Tunables.
+#[derive(Debug, Clone)]
+pub struct TcpRegistryConfig {
+    /// Registration lifetime without a keepalive.
+    pub registration_ttl: Duration,
+    /// Punching session lifetime.
+    pub session_ttl: Duration,
+    /// Most registered peers.
+    pub max_peers: usize,
+    /// Most connections at once.
+    pub max_connections: usize,
+    /// Most sessions at once.
+    pub max_sessions: usize,
+    /// Whether relay connections are paired (the fallback when punching fails).
+    pub relay: bool,
+}
+
+impl Default for TcpRegistryConfig {
+    fn default() -> Self {
+        TcpRegistryConfig {
+            registration_ttl: DEFAULT_REGISTRATION_TTL,
+            session_ttl: DEFAULT_SESSION_TTL,
+            max_peers: DEFAULT_MAX_PEERS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            relay: true,
+        }
+    }
+}
+
+/// Counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TcpStats {
+    /// Registrations accepted (new or refreshed).
+    pub registrations: u64,
+    /// Sessions started.
+    pub sessions: u64,
+    /// Sessions where both sides got the introduction.
+    pub introductions: u64,
+    /// Relays spliced.
+    pub relays: u64,
+    /// Connections closed for breaking the protocol or a bound.
+    pub rejected: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Role {
+    /// Accepted, no frame yet.
+    New { since: Instant },
+    /// A control connection of a registered peer.
+    Control { name: String },
+    /// An assist connection that sent its frame.
+    Assist,
+    /// A relay connection waiting for the other side.
+    RelayWaiting { session: u64 },
+    /// Handed to the IO layer's splice.
+    Spliced,
+}
+
+#[derive(Debug)]
+struct Conn {
+    listener: Listener,
+    remote: SocketAddr,
+    role: Role,
+}
+
+#[derive(Debug, Clone)]
+struct Peer {
+    key: KeyBytes,
+    conn: ConnId,
+    expires: Instant,
+}
+
+#[derive(Debug, Clone)]
+struct Side {
+    name: String,
+    key: KeyBytes,
+    conn: ConnId,
+    /// The punching port's public mapping and private addresses, once its assist arrived.
+    assist: Option<(SocketAddr, Vec<SocketAddr>)>,
+}
+
+#[derive(Debug)]
+struct Session {
+    txn: u64,
+    requester: Side,
+    target: Side,
+    target_ready: bool,
+    initiator_introduced: bool,
+    relay_joins: Vec<ConnId>,
+    expires: Instant,
+}
+
+/// The TCP rendezvous state machine.
+#[derive(Debug)]
+pub struct TcpRegistry {
+    cfg: TcpRegistryConfig,
+    conns: HashMap<ConnId, Conn>,
+    peers: HashMap<String, Peer>,
+    sessions: HashMap<u64, Session>,
+    actions: VecDeque<Action>,
+    rng: StdRng,
+    stats: TcpStats,
+}
+
+impl TcpRegistry {
+    /// An empty registry; `seed` drives the session ids.
+    pub fn new(cfg: TcpRegistryConfig, seed: u64) -> TcpRegistry {
+        TcpRegistry {
+            cfg,
+            conns: HashMap::new(),
+            peers: HashMap::new(),
+            sessions: HashMap::new(),
+            actions: VecDeque::new(),
+            rng: StdRng::seed_from_u64(seed),
+            stats: TcpStats::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &TcpStats {
+        &self.stats
+    }
+
+    /// Live registrations.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Open connections known.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Sessions in flight.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Next thing for the IO layer to do.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`TcpRegistry::handle_timeout`] should run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let peers = self.peers.values().map(|p| p.expires);
+        let sessions = self.sessions.values().map(|s| s.expires);
+        let news = self.conns.values().filter_map(|c| match c.role {
+            Role::New { since } => Some(since + FIRST_FRAME_TIMEOUT),
+            _ => None,
+        });
+        peers.chain(sessions).chain(news).min()
+    }
+
+    /// A connection was accepted. Returns false (and queues its close) if the table is full.
+    pub fn handle_open(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        listener: Listener,
+        remote: SocketAddr,
+    ) -> bool {
+        if self.conns.len() >= self.cfg.max_connections {
+            self.stats.rejected += 1;
+            self.actions.push_back(Action::Close(conn));
+            return false;
+        }
+        self.conns.insert(
+            conn,
+            Conn {
+                listener,
+                remote,
+                role: Role::New { since: now },
+            },
+        );
+        true
+    }
+
+    /// A connection ended (closed by the peer, an error, or after our [`Action::Close`]).
+    pub fn handle_close(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        match c.role {
+            Role::Control { name } if self.peers.get(&name).is_some_and(|p| p.conn == conn) => {
+                self.peers.remove(&name);
+            }
+            Role::RelayWaiting { session } => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.relay_joins.retain(|c| *c != conn);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A connection broke the stream framing: close it.
+    pub fn handle_bad_stream(&mut self, conn: ConnId) {
+        self.reject(conn);
+    }
+
+    fn reject(&mut self, conn: ConnId) {
+        self.stats.rejected += 1;
+        self.actions.push_back(Action::Close(conn));
+    }
+
+    fn send(&mut self, conn: ConnId, frame: &Frame) {
+        match encode_framed(frame) {
+            Ok(bytes) => self.actions.push_back(Action::Send(conn, bytes)),
+            // Only reachable with a frame breaking a bound, which callers check first.
+            Err(_) => self.actions.push_back(Action::Close(conn)),
+        }
+    }
+
+    fn error(&mut self, conn: ConnId, txn: u64, code: ErrorCode, detail: &str) {
+        let mut end = detail.len().min(MAX_REASON_LEN);
+        while !detail.is_char_boundary(end) {
+            end -= 1;
+        }
+        let reason = detail[..end].to_string();
+        self.send(conn, &Frame::Error { txn, code, reason });
+    }
+
+    /// Feed a decoded frame from `conn`.
+    pub fn handle_frame(&mut self, now: Instant, conn: ConnId, frame: Frame) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let (listener, remote, role) = (c.listener, c.remote, c.role.clone());
+        match (listener, role, frame) {
+            (
+                Listener::Main,
+                Role::New { .. } | Role::Control { .. },
+                Frame::Register { txn, name, key, .. },
+            ) => self.register(now, conn, remote, txn, name, key),
+            (Listener::Main, Role::Control { name }, Frame::TcpConnect { txn, target }) => {
+                self.connect(now, conn, name, txn, target)
+            }
+            (Listener::Main, Role::Control { .. }, Frame::TcpReady { session }) => {
+                self.ready(conn, session)
+            }
+            (Listener::Main, Role::Control { .. }, Frame::TcpRelay { session }) => {
+                self.relay_request(conn, session)
+            }
+            (Listener::Main, Role::New { .. }, Frame::TcpRelayJoin { session }) => {
+                self.relay_join(conn, session)
+            }
+            (Listener::Assist, Role::New { .. }, Frame::TcpAssist { session, private }) => {
+                self.assist(conn, remote, session, private)
+            }
+            _ => self.reject(conn),
+        }
+    }
+
+    fn register(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        remote: SocketAddr,
+        txn: u64,
+        name: String,
+        key: KeyBytes,
+    ) {
+        if let Some(Role::Control { name: old }) = self.conns.get(&conn).map(|c| &c.role) {
+            if *old != name {
+                // One name per control connection.
+                return self.reject(conn);
+            }
+        }
+        if let Some(p) = self.peers.get(&name) {
+            if p.key != key && p.expires > now {
+                let detail = format!("the name {name:?} is registered by another key");
+                return self.error(conn, txn, ErrorCode::NameTaken, &detail);
+            }
+        } else if self.peers.len() >= self.cfg.max_peers {
+            self.expire(now);
+            if self.peers.len() >= self.cfg.max_peers {
+                return self.error(conn, txn, ErrorCode::Busy, "registry full");
+            }
+        }
+        self.peers.insert(
+            name.clone(),
+            Peer {
+                key,
+                conn,
+                expires: now + self.cfg.registration_ttl,
+            },
+        );
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.role = Role::Control { name };
+        }
+        self.stats.registrations += 1;
+        let expires_secs = u32::try_from(self.cfg.registration_ttl.as_secs()).unwrap_or(u32::MAX);
+        self.send(
+            conn,
+            &Frame::Registered {
+                txn,
+                observed: remote,
+                expires_secs,
+            },
+        );
+    }
+
+    fn connect(&mut self, now: Instant, conn: ConnId, me: String, txn: u64, target: String) {
+        if me == target {
+            return self.error(
+                conn,
+                txn,
+                ErrorCode::SelfConnect,
+                "cannot connect to yourself",
+            );
+        }
+        let Some(peer) = self.peers.get(&target).filter(|p| p.expires > now).cloned() else {
+            let detail = format!("peer unknown: {target:?} is not registered (over TCP)");
+            return self.error(conn, txn, ErrorCode::UnknownPeer, &detail);
+        };
+        let Some(mine) = self.peers.get(&me).cloned() else {
+            return self.error(conn, txn, ErrorCode::NotRegistered, "register first");
+        };
+        let mine_in_flight = self
+            .sessions
+            .values()
+            .filter(|s| s.requester.conn == conn)
+            .count();
+        if self.sessions.len() >= self.cfg.max_sessions {
+            self.expire(now);
+        }
+        if self.sessions.len() >= self.cfg.max_sessions || mine_in_flight >= MAX_SESSIONS_PER_PEER {
+            return self.error(conn, txn, ErrorCode::Busy, "too many sessions in flight");
+        }
+        let mut session: u64 = self.rng.random();
+        while self.sessions.contains_key(&session) {
+            session = self.rng.random();
+        }
+        self.sessions.insert(
+            session,
+            Session {
+                txn,
+                requester: Side {
+                    name: me,
+                    key: mine.key,
+                    conn,
+                    assist: None,
+                },
+                target: Side {
+                    name: target,
+                    key: peer.key,
+                    conn: peer.conn,
+                    assist: None,
+                },
+                target_ready: false,
+                initiator_introduced: false,
+                relay_joins: Vec::new(),
+                expires: now + self.cfg.session_ttl,
+            },
+        );
+        self.stats.sessions += 1;
+        self.send(conn, &Frame::TcpSession { txn, session });
+    }
+
+    fn assist(&mut self, conn: ConnId, remote: SocketAddr, session: u64, private: Vec<SocketAddr>) {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return self.reject(conn);
+        };
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.role = Role::Assist;
+        }
+        let intro = if s.requester.assist.is_none() {
+            s.requester.assist = Some((remote, private));
+            Some((s.target.conn, peer_info(&s.requester)))
+        } else if s.target.assist.is_none() {
+            s.target.assist = Some((remote, private));
+            None
+        } else {
+            return self.reject(conn);
+        };
+        self.send(
+            conn,
+            &Frame::TcpAssistAck {
+                session,
+                observed: remote,
+            },
+        );
+        match intro {
+            Some((to, Some(peer))) => self.send(
+                to,
+                &Frame::TcpIntroduce {
+                    session,
+                    initiator: false,
+                    peer,
+                },
+            ),
+            Some((_, None)) => {}
+            None => self.maybe_introduce_initiator(session),
+        }
+    }
+
+    fn ready(&mut self, conn: ConnId, session: u64) {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if s.target.conn != conn {
+            return;
+        }
+        s.target_ready = true;
+        self.maybe_introduce_initiator(session);
+    }
+
+    fn maybe_introduce_initiator(&mut self, session: u64) {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if !s.target_ready || s.initiator_introduced || s.target.assist.is_none() {
+            return;
+        }
+        let Some(peer) = peer_info(&s.target) else {
+            return;
+        };
+        s.initiator_introduced = true;
+        let to = s.requester.conn;
+        self.stats.introductions += 1;
+        self.send(
+            to,
+            &Frame::TcpIntroduce {
+                session,
+                initiator: true,
+                peer,
+            },
+        );
+    }
+
+    fn relay_request(&mut self, conn: ConnId, session: u64) {
+        let relay = self.cfg.relay;
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if s.requester.conn != conn {
+            return;
+        }
+        if !relay {
+            let txn = s.txn;
+            return self.error(conn, txn, ErrorCode::Busy, "relay is off on this server");
+        }
+        let to = s.target.conn;
+        self.send(to, &Frame::TcpRelay { session });
+    }
+
+    fn relay_join(&mut self, conn: ConnId, session: u64) {
+        // The session id is the capability (random, known to its two sides only). The join
+        // may overtake the requester's TcpRelay on its control connection, so it is not
+        // required first.
+        let relay = self.cfg.relay;
+        let Some(s) = self
+            .sessions
+            .get_mut(&session)
+            .filter(|s| relay && s.relay_joins.len() < 2)
+        else {
+            return self.reject(conn);
+        };
+        s.relay_joins.push(conn);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.role = Role::RelayWaiting { session };
+        }
+        if s.relay_joins.len() < 2 {
+            return;
+        }
+        let (a, b) = (s.relay_joins[0], s.relay_joins[1]);
+        self.sessions.remove(&session);
+        for c in [a, b] {
+            if let Some(c) = self.conns.get_mut(&c) {
+                c.role = Role::Spliced;
+            }
+            self.send(c, &Frame::TcpRelayReady { session });
+        }
+        self.stats.relays += 1;
+        self.actions.push_back(Action::Splice(a, b));
+    }
+
+    fn expire(&mut self, now: Instant) {
+        self.peers.retain(|_, p| p.expires > now);
+        let mut closes = Vec::new();
+        self.sessions.retain(|_, s| {
+            if s.expires > now {
+                return true;
+            }
+            closes.extend(s.relay_joins.iter().copied());
+            false
+        });
+        for (id, c) in &self.conns {
+            if let Role::New { since } = c.role {
+                if since + FIRST_FRAME_TIMEOUT <= now {
+                    closes.push(*id);
+                }
+            }
+        }
+        for c in closes {
+            self.actions.push_back(Action::Close(c));
+        }
+    }
+
+    /// Advance timers: expire registrations, sessions and silent connections.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.expire(now);
+    }
+}
+
+fn peer_info(side: &Side) -> Option<PeerInfo> {
+    let (public, private) = side.assist.clone()?;
+    Some(PeerInfo {
+        name: side.name.clone(),
+        key: side.key,
+        public,
+        private,
+    })
+}

@@ -1,0 +1,212 @@
+//! The TCP registry's assist sequence: A asks for B; A's assist connection reveals A's
+//! mapping and introduces A to B; B's assist and ready introduce B to A (in either order);
+//! then a relay request pairs the two relay connections and splices them.
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use punch_proto::tcp::framing::FrameReader;
+use punch_proto::tcp::registry::{Action, ConnId, Listener, TcpRegistry, TcpRegistryConfig};
+use punch_proto::wire::{ErrorCode, Frame};
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// Frames sent per connection, closes and splices.
+type Drained = (Vec<(ConnId, Frame)>, Vec<ConnId>, Vec<(ConnId, ConnId)>);
+
+/// Drain the registry's actions.
+fn drain(r: &mut TcpRegistry) -> Drained {
+    let (mut sent, mut closed, mut spliced) = (Vec::new(), Vec::new(), Vec::new());
+    while let Some(a) = r.poll_action() {
+        match a {
+            Action::Send(c, bytes) => {
+                let mut rd = FrameReader::new();
+                rd.push(&bytes);
+                sent.push((c, rd.next_frame().unwrap().unwrap()));
+                assert_eq!(rd.buffered(), 0, "one frame per send");
+            }
+            Action::Close(c) => closed.push(c),
+            Action::Splice(a, b) => spliced.push((a, b)),
+        }
+    }
+    (sent, closed, spliced)
+}
+
+fn register(r: &mut TcpRegistry, now: Instant, conn: ConnId, remote: &str, name: &str, key: u8) {
+    assert!(r.handle_open(now, conn, Listener::Main, addr(remote)));
+    r.handle_frame(
+        now,
+        conn,
+        Frame::Register {
+            txn: 1,
+            name: name.into(),
+            key: [key; 32],
+            private: vec![],
+        },
+    );
+    let (sent, _, _) = drain(r);
+    assert!(matches!(sent[0].1, Frame::Registered { observed, .. } if observed == addr(remote)));
+}
+
+#[test]
+fn assist_sequence_introduces_both_sides_then_relays() {
+    let now = Instant::now();
+    let mut r = TcpRegistry::new(TcpRegistryConfig::default(), 7);
+    let (a_main, b_main) = (ConnId(1), ConnId(2));
+    register(&mut r, now, a_main, "198.51.100.2:40000", "alice", 1);
+    register(&mut r, now, b_main, "198.51.100.6:40001", "bob", 2);
+
+    r.handle_frame(
+        now,
+        a_main,
+        Frame::TcpConnect {
+            txn: 5,
+            target: "bob".into(),
+        },
+    );
+    let (sent, _, _) = drain(&mut r);
+    let session = match &sent[..] {
+        [(c, Frame::TcpSession { txn: 5, session })] if *c == a_main => *session,
+        other => panic!("expected TcpSession, got {other:?}"),
+    };
+
+    // A's assist connection from its punching port.
+    let a_assist = ConnId(3);
+    r.handle_open(now, a_assist, Listener::Assist, addr("198.51.100.2:41000"));
+    let a_private = vec![addr("10.0.1.2:41000")];
+    r.handle_frame(
+        now,
+        a_assist,
+        Frame::TcpAssist {
+            session,
+            private: a_private.clone(),
+        },
+    );
+    let (sent, _, _) = drain(&mut r);
+    assert!(sent.iter().any(|(c, f)| *c == a_assist
+        && *f
+            == Frame::TcpAssistAck {
+                session,
+                observed: addr("198.51.100.2:41000")
+            }));
+    let intro_b = sent
+        .iter()
+        .find(|(c, _)| *c == b_main)
+        .expect("B introduced");
+    match &intro_b.1 {
+        Frame::TcpIntroduce {
+            initiator: false,
+            peer,
+            ..
+        } => {
+            assert_eq!(peer.name, "alice");
+            assert_eq!(peer.public, addr("198.51.100.2:41000"));
+            assert_eq!(peer.private, a_private);
+            assert_eq!(peer.key, [1; 32]);
+        }
+        other => panic!("expected TcpIntroduce to B, got {other:?}"),
+    }
+
+    // B reports ready before its assist frame is processed: A hears nothing yet.
+    r.handle_frame(now, b_main, Frame::TcpReady { session });
+    assert!(drain(&mut r).0.is_empty());
+    let b_assist = ConnId(4);
+    r.handle_open(now, b_assist, Listener::Assist, addr("198.51.100.6:42000"));
+    r.handle_frame(
+        now,
+        b_assist,
+        Frame::TcpAssist {
+            session,
+            private: vec![],
+        },
+    );
+    let (sent, _, _) = drain(&mut r);
+    let intro_a = sent
+        .iter()
+        .find(|(c, _)| *c == a_main)
+        .expect("A introduced");
+    assert!(
+        matches!(&intro_a.1, Frame::TcpIntroduce { initiator: true, peer, .. }
+        if peer.name == "bob" && peer.public == addr("198.51.100.6:42000"))
+    );
+
+    // A third assist for the session is refused.
+    r.handle_open(now, ConnId(9), Listener::Assist, addr("192.0.2.9:1"));
+    r.handle_frame(
+        now,
+        ConnId(9),
+        Frame::TcpAssist {
+            session,
+            private: vec![],
+        },
+    );
+    assert_eq!(drain(&mut r).1, vec![ConnId(9)]);
+
+    // Relay: the join may overtake the request; the request is forwarded to B.
+    let (a_relay, b_relay) = (ConnId(5), ConnId(6));
+    r.handle_open(now, a_relay, Listener::Main, addr("198.51.100.2:43000"));
+    r.handle_frame(now, a_relay, Frame::TcpRelayJoin { session });
+    r.handle_frame(now, a_main, Frame::TcpRelay { session });
+    let (sent, _, spliced) = drain(&mut r);
+    assert!(spliced.is_empty());
+    assert!(sent.contains(&(b_main, Frame::TcpRelay { session })));
+    r.handle_open(now, b_relay, Listener::Main, addr("198.51.100.6:43001"));
+    r.handle_frame(now, b_relay, Frame::TcpRelayJoin { session });
+    let (sent, _, spliced) = drain(&mut r);
+    assert_eq!(spliced, vec![(a_relay, b_relay)]);
+    assert!(sent.contains(&(a_relay, Frame::TcpRelayReady { session })));
+    assert!(sent.contains(&(b_relay, Frame::TcpRelayReady { session })));
+    assert_eq!(r.stats().relays, 1);
+}
+
+#[test]
+fn unknown_peer_and_self_connect_are_refused() {
+    let now = Instant::now();
+    let mut r = TcpRegistry::new(TcpRegistryConfig::default(), 1);
+    register(&mut r, now, ConnId(1), "192.0.2.1:1000", "alice", 1);
+    r.handle_frame(
+        now,
+        ConnId(1),
+        Frame::TcpConnect {
+            txn: 2,
+            target: "carol".into(),
+        },
+    );
+    r.handle_frame(
+        now,
+        ConnId(1),
+        Frame::TcpConnect {
+            txn: 3,
+            target: "alice".into(),
+        },
+    );
+    let (sent, _, _) = drain(&mut r);
+    assert!(matches!(
+        sent[0].1,
+        Frame::Error {
+            txn: 2,
+            code: ErrorCode::UnknownPeer,
+            ..
+        }
+    ));
+    assert!(matches!(
+        sent[1].1,
+        Frame::Error {
+            txn: 3,
+            code: ErrorCode::SelfConnect,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn registration_ends_with_its_control_connection() {
+    let now = Instant::now();
+    let mut r = TcpRegistry::new(TcpRegistryConfig::default(), 1);
+    register(&mut r, now, ConnId(1), "192.0.2.1:1000", "alice", 1);
+    assert_eq!(r.peer_count(), 1);
+    r.handle_close(ConnId(1));
+    assert_eq!(r.peer_count(), 0);
+    assert_eq!(r.connection_count(), 0);
+}

@@ -1,0 +1,17 @@
+//! TCP paths: the server's main and assist listeners, TCP hole punching, TLS 1.3 with pinned
+//! Ed25519 keys over the punched connection, and the TCP relay fallback.
+//!
+//! - [`server`]: the TCP side of the rendezvous server ([`server::TcpServerHandle`]);
+//! - [`client`]: a control connection to the server, punching and relaying
+//!   ([`client::TcpClient`]);
+//! - [`sockets`]: socket2 helpers (SO_REUSEADDR + SO_REUSEPORT on one local port that both
+//!   listens and connects);
+//! - [`chat`]: the chat message framing over any byte stream.
+//!
+//! The protocol itself (frames, the assist sequence, relay pairing) is sans-IO in
+//! [`punch_proto::tcp`]; see its module doc for the sequence.
+
+pub mod chat;
+pub mod client;
+pub mod server;
+pub mod sockets;
