@@ -83,9 +83,16 @@ pub async fn run(opts: ChatOptions, reporter: Reporter) -> Result<()> {
         // Learn what our NAT does, without delaying the chat: the report arrives as an
         // event when ready (at once from the cache).
         let (home, reporter, bind) = (opts.home.clone(), reporter.clone(), opts.client.bind.ip());
+        let client = client.clone();
         tokio::spawn(async move {
             match natcache::get(&home, server, bind).await {
-                Ok((report, cached)) => reporter.nat(&report, cached),
+                Ok((report, cached)) => {
+                    reporter.nat(&report, cached);
+                    // Peers learn it through the server; hopeless punching is skipped.
+                    if let Some(classic) = report.classic {
+                        client.set_nat(classic).await;
+                    }
+                }
                 Err(e) => reporter.notice(&format!("NAT discovery failed: {e}")),
             }
         });

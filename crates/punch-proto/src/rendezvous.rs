@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::nat::Classic;
 use crate::relay::{Admit, RelayConfig, RelayUsage};
 use crate::wire::{self, ErrorCode, Frame, KeyBytes, PeerInfo, Side, MAX_NAME_LEN};
 
@@ -85,6 +86,8 @@ struct Registration {
     public: SocketAddr,
     private: Vec<SocketAddr>,
     expires: Instant,
+    /// The NAT type the peer reported ([`Frame::NatType`]), if any.
+    nat: Option<Classic>,
 }
 
 #[derive(Debug)]
@@ -195,6 +198,13 @@ impl Rendezvous {
                 private,
             } => self.register(now, from, txn, name, key, private),
             Frame::Connect { txn, target } => self.connect(now, from, txn, target),
+            Frame::NatType { classic } => {
+                if let Some(name) = self.requester_name(from, now) {
+                    if let Some(r) = self.peers.get_mut(&name) {
+                        r.nat = Some(classic);
+                    }
+                }
+            }
             Frame::IntroduceAck { session } => self.introduce_ack(from, session),
             _ => {}
         }
@@ -322,6 +332,12 @@ impl Rendezvous {
             }
         }
         self.by_addr.insert(from, name.clone());
+        // A refresh from the same key keeps what the peer told us about its NAT.
+        let nat = self
+            .peers
+            .get(&name)
+            .filter(|r| r.key == key)
+            .and_then(|r| r.nat);
         self.peers.insert(
             name,
             Registration {
@@ -329,6 +345,7 @@ impl Rendezvous {
                 public: from,
                 private,
                 expires,
+                nat,
             },
         );
         self.stats.registrations += 1;
@@ -429,6 +446,13 @@ impl Rendezvous {
             return;
         };
         self.stats.introductions += 1;
+        // Each side's NAT type, when known, lets the other skip punching that cannot work.
+        if let Some(classic) = peer.nat {
+            self.send(from, &Frame::PeerNat { session, classic });
+        }
+        if let Some(classic) = mine.nat {
+            self.send(peer.public, &Frame::PeerNat { session, classic });
+        }
         self.pending.insert(
             session,
             PendingIntro {

@@ -32,6 +32,23 @@ pub enum Classic {
 }
 
 impl Classic {
+    /// Why no direct path can exist between NATs of types `self` and `other`, or `None`
+    /// when one may (RFC 4787 §4: a NAT that picks a new port per destination can only be
+    /// reached by a peer that accepts packets from ports it never sent to). Used to skip
+    /// punching that cannot work instead of waiting out its deadline.
+    pub fn direct_impossible(self, other: Classic) -> Option<&'static str> {
+        use Classic::*;
+        let strict = |c: Classic| matches!(c, PortRestrictedCone | Firewall | Symmetric);
+        match (self, other) {
+            (Blocked, _) | (_, Blocked) => Some("UDP is blocked on one side"),
+            (Symmetric, Symmetric) => Some("both NATs randomise ports"),
+            (Symmetric, o) | (o, Symmetric) if strict(o) => Some(
+                "one NAT randomises ports and the other accepts only the exact ports it sent to",
+            ),
+            _ => None,
+        }
+    }
+
     /// The name as serialized: `open`, `firewall`, `full-cone`, `restricted-cone`,
     /// `port-restricted-cone`, `symmetric`, `blocked`.
     pub fn as_str(self) -> &'static str {

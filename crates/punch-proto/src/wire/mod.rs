@@ -21,6 +21,8 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::nat::Classic;
+
 /// First byte of every punch frame (see the module doc for the demultiplexing ranges).
 pub const FRAME_TAG: u8 = 0x2A;
 /// Version of the frame encoding; bumped on any incompatible change.
@@ -236,6 +238,19 @@ pub enum Frame {
     TcpRelayReady {
         /// The session.
         session: u64,
+    },
+    /// Client -> server: what discovery found our NAT to be; kept with the registration
+    /// and told to the peers we are introduced to.
+    NatType {
+        /// The classic type.
+        classic: Classic,
+    },
+    /// Server -> client, after an introduction: the other side's NAT type, when known.
+    PeerNat {
+        /// The punching session.
+        session: u64,
+        /// The other side's classic type.
+        classic: Classic,
     },
 }
 

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use punch_proto::agent::PunchConfig;
+use punch_proto::nat::Classic;
 use punch_proto::wire::{ErrorCode, Frame};
 use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
@@ -152,6 +153,9 @@ pub enum ConnectError {
     /// No candidate answered before the punching deadline, and no relay could be used.
     #[error("no direct path within {0:?} (tried {1}){2}")]
     NoPath(Duration, String, String),
+    /// The two NAT types rule out a direct path, and no relay may be used.
+    #[error("{0}")]
+    Impossible(String),
     /// The path worked but the QUIC handshake failed (wrong key, peer gone).
     #[error("handshake failed: {0}")]
     Handshake(String),
@@ -225,6 +229,7 @@ pub(crate) enum Command {
         target: String,
         reply: oneshot::Sender<Result<PeerConnection, ConnectError>>,
     },
+    SetNat(Classic),
 }
 
 /// A running client. Dropping it stops its tasks.
@@ -380,6 +385,13 @@ impl Client {
             .await
             .map_err(|_| ConnectError::Closed)?;
         rx.await.map_err(|_| ConnectError::Closed)?
+    }
+
+    /// Tell the client what our NAT is (from [`crate::nat::discover`]). The server passes
+    /// it to the peers we meet, and punching is skipped where the two types rule out a
+    /// direct path (the relay carries the connection at once instead of after a deadline).
+    pub async fn set_nat(&self, classic: Classic) {
+        let _ = self.cmd_tx.send(Command::SetNat(classic)).await;
     }
 
     /// The next event (incoming peers, path changes, failures, server state); `None` once

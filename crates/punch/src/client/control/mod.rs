@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use punch_proto::agent::{Agent, CandidateKind};
+use punch_proto::nat::Classic;
 use punch_proto::wire::{ErrorCode, Frame, PeerInfo, Side, HI_RESPONSE};
 use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
@@ -140,6 +141,8 @@ struct Peer {
     retry_at: Option<Instant>,
     backoff: Duration,
     created: Instant,
+    /// The peer's NAT type, when the server told us.
+    nat: Option<Classic>,
 }
 
 pub(crate) struct Control {
@@ -163,6 +166,8 @@ pub(crate) struct Control {
     events: mpsc::Sender<ClientEvent>,
     internal_tx: mpsc::Sender<Internal>,
     internal_rx: Option<mpsc::Receiver<Internal>>,
+    /// Our NAT type, once discovery found it.
+    own_nat: Option<Classic>,
 }
 
 impl Control {
@@ -190,6 +195,7 @@ impl Control {
             events: s.events,
             internal_tx,
             internal_rx: Some(internal_rx),
+            own_nat: None,
         }
     }
 
@@ -215,6 +221,7 @@ impl Control {
                 },
                 c = cmd_rx.recv() => match c {
                     Some(Command::Connect { target, reply }) => self.start_connect(target, Some(reply)),
+                    Some(Command::SetNat(classic)) => self.set_own_nat(classic),
                     None => return,
                 },
                 Some(m) = internal_rx.recv() => self.on_internal(m),
@@ -311,6 +318,10 @@ impl Control {
         let from_server = d.from == self.cfg.server;
         match frame {
             Frame::Registered { txn, observed, .. } if from_server && txn == self.reg_txn => {
+                // The server may have restarted and forgotten our NAT type: repeat it.
+                if let Some(classic) = self.own_nat {
+                    self.send_nat(classic);
+                }
                 self.last_reg_answer = now;
                 self.reg_rto = INITIAL_RTO;
                 self.next_register = now + self.cfg.server_keepalive;
@@ -332,6 +343,15 @@ impl Control {
                 if let Some(a) = self.peer_of(session).and_then(|p| p.agent.as_mut()) {
                     a.peer_ready(now.into_std());
                 }
+            }
+            Frame::PeerNat { session, classic } if from_server => {
+                let Some(key) = self.sessions.get(&session).copied() else {
+                    return;
+                };
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.nat = Some(classic);
+                }
+                self.check_possible(key);
             }
             Frame::RelayClosed { session, reason } if from_server => {
                 self.on_relay_closed(now, session, reason)
@@ -375,6 +395,46 @@ impl Control {
             }
             _ => debug!(from = %d.from, "ignoring unexpected frame"),
         }
+    }
+
+    fn send_nat(&self, classic: Classic) {
+        if let Ok(b) = (Frame::NatType { classic }).encode() {
+            self.send(&b, self.cfg.server, None);
+        }
+    }
+
+    fn set_own_nat(&mut self, classic: Classic) {
+        self.own_nat = Some(classic);
+        self.send_nat(classic);
+        let keys: Vec<PublicKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            self.check_possible(key);
+        }
+    }
+
+    /// Stop punching toward a peer whose NAT type, with ours, rules a direct path out:
+    /// the relay carries the connection at once (or the error comes at once), instead of
+    /// after the punching deadline.
+    fn check_possible(&mut self, key: PublicKey) {
+        let Some(own) = self.own_nat else { return };
+        let Some(p) = self.peers.get(&key) else {
+            return;
+        };
+        let Some(theirs) = p.nat else { return };
+        let Some(why) = own.direct_impossible(theirs) else {
+            return;
+        };
+        if p.agent.as_ref().is_none_or(|a| a.is_done()) || p.direct.is_some() {
+            return;
+        }
+        let reason = format!(
+            "no direct path possible: {why} (our NAT: {}, {}'s: {})",
+            own.as_str(),
+            p.name,
+            theirs.as_str()
+        );
+        info!(peer = %p.name, %reason, "not punching");
+        self.give_up_punching(key, reason);
     }
 
     fn peer_of(&mut self, session: u64) -> Option<&mut Peer> {
@@ -476,6 +536,7 @@ impl Control {
                     retry_at: None,
                     backoff: REPUNCH_FIRST,
                     created: now,
+                    nat: None,
                 },
             );
         }

@@ -123,6 +123,48 @@ impl Control {
         emit(&events, ev);
     }
 
+    /// End punching toward `key` for good (the NAT types rule it out): stay on the relay
+    /// if it may be used, else fail with `reason`.
+    pub(super) fn give_up_punching(&mut self, key: PublicKey, reason: String) {
+        let (server, mode) = (self.cfg.server, self.cfg.relay);
+        let events = self.events.clone();
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        p.agent = None;
+        p.retry_at = None;
+        let relay_usable = mode != RelayMode::Never && p.relay_refused.is_none();
+        if relay_usable {
+            if matches!(p.quic, Quic::Up(_)) {
+                let reason = format!("{reason}; staying on the relay");
+                let ev = ClientEvent::Path {
+                    peer: p.name.clone(),
+                    path: relay_info(server),
+                    reason,
+                };
+                emit(&events, ev);
+            }
+            return;
+        }
+        if let Some(r) = p.reply.take() {
+            let _ = r.send(Err(ConnectError::Impossible(reason)));
+            self.forget(key);
+        } else if !matches!(p.quic, Quic::Up(_)) {
+            let ev = ClientEvent::IncomingFailed {
+                peer: p.name.clone(),
+                reason,
+            };
+            emit(&events, ev);
+            self.forget(key);
+        } else {
+            let ev = ClientEvent::PathError {
+                peer: p.name.clone(),
+                reason,
+            };
+            emit(&events, ev);
+        }
+    }
+
     pub(super) fn on_agent_event(&mut self, key: PublicKey, ev: AgentEvent) {
         let now = Instant::now();
         let (server, mode, deadline) = (self.cfg.server, self.cfg.relay, self.cfg.punch.deadline);
