@@ -1,10 +1,10 @@
-//! The chat protocol over an authenticated QUIC connection.
+//! The chat protocol over an authenticated byte stream: a QUIC stream or TLS over TCP.
 //!
-//! Owns the message framing: each side opens one unidirectional stream and writes every
-//! message as a 4-byte big-endian length followed by that many bytes of UTF-8. It does not
-//! own who is connected or how lines are shown (the CLI does).
+//! Owns the message framing: each side writes every message as a 4-byte big-endian length
+//! followed by that many bytes of UTF-8 (over QUIC, on one unidirectional stream per
+//! side). It does not own who is connected or how lines are shown (the CLI does).
 
-use quinn::{RecvStream, SendStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Longest chat message, in bytes. Longer input is refused before it is sent; a peer
 /// announcing a longer one is answered by closing the stream.
@@ -20,13 +20,17 @@ pub enum ChatError {
     /// The peer sent bytes that are not UTF-8.
     #[error("peer sent a message that is not UTF-8")]
     NotUtf8,
-    /// The stream failed (connection lost, peer reset it).
+    /// The stream failed (connection lost, peer reset it, or it ended mid-message).
     #[error("stream failed: {0}")]
     Stream(String),
 }
 
-/// Send one message.
-pub async fn send_message(stream: &mut SendStream, text: &str) -> Result<(), ChatError> {
+fn stream_err(e: std::io::Error) -> ChatError {
+    ChatError::Stream(e.to_string())
+}
+
+/// Send one message and flush it.
+pub async fn send_message<W: AsyncWrite + Unpin>(w: &mut W, text: &str) -> Result<(), ChatError> {
     if text.len() > MAX_MESSAGE_LEN {
         return Err(ChatError::TooLong(text.len()));
     }
@@ -35,29 +39,24 @@ pub async fn send_message(stream: &mut SendStream, text: &str) -> Result<(), Cha
     let mut buf = Vec::with_capacity(4 + text.len());
     buf.extend_from_slice(&len.to_be_bytes());
     buf.extend_from_slice(text.as_bytes());
-    stream
-        .write_all(&buf)
-        .await
-        .map_err(|e| ChatError::Stream(e.to_string()))
+    w.write_all(&buf).await.map_err(stream_err)?;
+    w.flush().await.map_err(stream_err)
 }
 
-/// Read the next message; `Ok(None)` when the peer finished its stream.
-pub async fn read_message(stream: &mut RecvStream) -> Result<Option<String>, ChatError> {
+/// Read the next message; `Ok(None)` when the peer ended its stream between messages.
+/// A stream that ends inside a message is an error, not a quiet end.
+pub async fn read_message<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<String>, ChatError> {
     let mut len = [0u8; 4];
-    match stream.read_exact(&mut len).await {
-        Ok(()) => {}
-        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
-        Err(e) => return Err(ChatError::Stream(e.to_string())),
+    if r.read(&mut len[..1]).await.map_err(stream_err)? == 0 {
+        return Ok(None);
     }
+    r.read_exact(&mut len[1..]).await.map_err(stream_err)?;
     let len = u32::from_be_bytes(len) as usize;
     if len > MAX_MESSAGE_LEN {
         return Err(ChatError::TooLong(len));
     }
     let mut body = vec![0u8; len];
-    stream
-        .read_exact(&mut body)
-        .await
-        .map_err(|e| ChatError::Stream(e.to_string()))?;
+    r.read_exact(&mut body).await.map_err(stream_err)?;
     String::from_utf8(body)
         .map_err(|_| ChatError::NotUtf8)
         .map(Some)

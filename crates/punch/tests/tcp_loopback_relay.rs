@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use punch::chat::{read_message, send_message};
 use punch::identity::Identity;
-use punch::tcp::chat::{read_message, send_message};
 use punch::tcp::client::{TcpClient, TcpClientConfig};
 use punch::tcp::server::{TcpServerConfig, TcpServerHandle};
 

@@ -1,7 +1,7 @@
 //! The punch client: registration, introductions, hole punching, relay and QUIC sessions.
 //!
 //! Owns one [`DemuxSocket`], the quinn endpoint on it, and a control task
-//! ([`control`]) that drives the rendezvous exchange (with retransmission and backoff),
+//! (the private `control` module) that drives the rendezvous exchange (with retransmission and backoff),
 //! one sans-IO [`punch_proto::agent::Agent`] per punching attempt, the relay fallback and
 //! the checks of direct paths. Each peer has a stable virtual address
 //! ([`crate::paths`]); the control task points it at the relay or at a direct path, and

@@ -6,7 +6,7 @@
 //! per punching session; all stop when the [`TcpClient`] is dropped. [`TcpClient::connect`]
 //! reaches a named peer; [`TcpClient::accept`] hands out peers that reached us. The protocol
 //! sequence is documented in [`punch_proto::tcp`]. It does not own what runs over a
-//! connection (see [`super::chat`]).
+//! connection (see [`crate::chat`]).
 
 use std::collections::HashMap;
 use std::io;

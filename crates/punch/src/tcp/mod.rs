@@ -6,12 +6,12 @@
 //!   ([`client::TcpClient`]);
 //! - [`sockets`]: socket2 helpers (SO_REUSEADDR + SO_REUSEPORT on one local port that both
 //!   listens and connects);
-//! - [`chat`]: the chat message framing over any byte stream.
+//!
+//! Chat over a TCP path uses the same framing as over QUIC ([`crate::chat`]).
 //!
 //! The protocol itself (frames, the assist sequence, relay pairing) is sans-IO in
 //! [`punch_proto::tcp`]; see its module doc for the sequence.
 
-pub mod chat;
 pub mod client;
 pub mod server;
 pub mod sockets;
