@@ -120,6 +120,14 @@ enum Command {
         /// soon as punching finds one), never (direct only), only (relay only).
         #[arg(long, default_value = "auto", value_name = "auto|never|only")]
         relay: punch::client::RelayMode,
+        /// Transport: udp (QUIC), tcp (TLS over TCP, punched with the server's assist
+        /// port, relayed by the server if punching fails), or auto (UDP, and TCP when the
+        /// server cannot be reached over UDP).
+        #[arg(long, default_value = "auto", value_name = "udp|tcp|auto")]
+        transport: chat::Transport,
+        /// The server's TCP assist port (default: the server port + 1).
+        #[arg(long, value_name = "PORT")]
+        tcp_assist_port: Option<u16>,
     },
     /// Show punch working: a server and two peers on loopback, in one process.
     Demo,
@@ -279,6 +287,8 @@ fn main() -> Result<()> {
                 keepalive,
                 server_keepalive,
                 relay,
+                transport,
+                tcp_assist_port,
             } => {
                 let server = chat::resolve_server(&server, 3478)?;
                 let mut client = ClientConfig::new(server, name);
@@ -295,6 +305,8 @@ fn main() -> Result<()> {
                     client,
                     peers,
                     home,
+                    transport,
+                    tcp_assist_port,
                 };
                 chat::run(opts, report::Reporter::new(json)).await
             }

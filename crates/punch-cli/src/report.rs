@@ -48,15 +48,16 @@ impl Reporter {
         path: &str,
         candidate: &str,
         remote: SocketAddr,
-        rtt: Duration,
+        rtt: Option<Duration>,
+        transport: &str,
     ) {
+        let rtt_text = rtt
+            .map(|r| format!(", rtt {:.1} ms", ms(r)))
+            .unwrap_or_default();
         self.emit(
             json!({"event":"connected","peer":peer,"path":path,"candidate":candidate,
-                   "remote":remote.to_string(),"rtt_ms":ms(rtt)}),
-            format!(
-                "connected to {peer}: {path} path ({candidate}, {remote}), rtt {:.1} ms",
-                ms(rtt)
-            ),
+                   "remote":remote.to_string(),"rtt_ms":rtt.map(ms),"transport":transport}),
+            format!("connected to {peer} over {transport}: {path} path ({candidate}, {remote}){rtt_text}"),
         );
     }
 

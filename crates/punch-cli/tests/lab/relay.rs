@@ -56,12 +56,19 @@ fn spawn(name: &str, ns: &str, args: &[String]) -> Proc {
 
 impl Pair {
     pub fn start(lab: &Lab, ns_a: &str, ns_b: &str, relay: &str) -> Pair {
+        Pair::start_with(lab, ns_a, ns_b, relay, &[])
+    }
+
+    /// As [`Pair::start`], with `extra` chat arguments for both sides.
+    pub fn start_with(lab: &Lab, ns_a: &str, ns_b: &str, relay: &str, extra: &[&str]) -> Pair {
         let (server, addr) = start_server(lab);
+        // A TCP client does not retransmit its way past a server still starting up.
+        super::tcp::wait_tcp_listening(lab, 3478);
         let home = tempdir(&lab.prefix);
         let mut alice = spawn(
             "alice",
             ns_a,
-            &chat_args(&addr, "alice", &format!("{home}/a"), relay, &[]),
+            &chat_args(&addr, "alice", &format!("{home}/a"), relay, extra),
         );
         assert!(
             alice.wait_event("registered", EVENT_TIMEOUT).is_some(),
@@ -69,16 +76,12 @@ impl Pair {
             alice.events_text()
         );
         let started = Instant::now();
+        let mut extra_b = extra.to_vec();
+        extra_b.extend(["--peer", "alice"]);
         let bob = spawn(
             "bob",
             ns_b,
-            &chat_args(
-                &addr,
-                "bob",
-                &format!("{home}/b"),
-                relay,
-                &["--peer", "alice"],
-            ),
+            &chat_args(&addr, "bob", &format!("{home}/b"), relay, &extra_b),
         );
         Pair {
             alice,

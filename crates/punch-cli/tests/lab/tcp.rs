@@ -95,7 +95,7 @@ pub fn spawn_tcp_peer(name: &str, ns: &str, args: &[&str]) -> Proc {
 }
 
 /// Wait until something listens on TCP `port` in the lab's server namespace.
-fn wait_tcp_listening(lab: &Lab, port: u16) {
+pub fn wait_tcp_listening(lab: &Lab, port: u16) {
     let end = Instant::now() + TCP_EVENT_TIMEOUT;
     while Instant::now() < end {
         let out = Command::new("ip")

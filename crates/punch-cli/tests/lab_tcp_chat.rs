@@ -1,0 +1,68 @@
+//! Lab: `punch chat` itself over TCP. With `--transport tcp` the chat punches a TCP path
+//! (or uses the TCP relay) and says so in its events; with `--transport auto` on a network
+//! whose routers drop all UDP, the chat finds the server over TCP by itself.
+mod lab;
+
+use std::time::Duration;
+
+use lab::relay::{assert_complete, available, code, record, Pair};
+use lab::tcp::{tcp_lab, TcpLabOpts};
+
+fn chat_over_tcp(a: &str, b: &str, transport: &str, block_udp: bool, want_path: &str) {
+    let test = format!(
+        "chat --transport {transport}: {a} x {b}{}",
+        if block_udp { " (UDP blocked)" } else { "" }
+    );
+    if !available(&test) {
+        return;
+    }
+    let prefix = format!(
+        "tc{}{}{}",
+        code(a),
+        code(b),
+        if block_udp { "u" } else { "" }
+    );
+    let lab = tcp_lab(&prefix, a, b, TcpLabOpts { block_udp });
+    let extra = ["--transport", transport];
+    let mut pair = Pair::start_with(&lab, &lab.ns("a"), &lab.ns("b"), "auto", &extra);
+    let connected = pair.connected();
+    assert_eq!(connected["transport"], "tcp", "{test}: {connected}");
+    assert_eq!(connected["path"], want_path, "{test}: {connected}");
+    let n = 20;
+    pair.stream(n, Duration::from_millis(20), |_, _| {});
+    let got = pair.received(n, Duration::from_secs(10));
+    assert_complete(&test, &got, n, &pair);
+    pair.alice.say("back from alice");
+    let back = pair.bob.wait_for(Duration::from_secs(10), |v| {
+        v["event"] == "message" && v["text"] == "back from alice"
+    });
+    assert!(
+        back.is_some(),
+        "{test}: alice's line did not arrive: {}",
+        pair.bob.events_text()
+    );
+    record(&format!(
+        "{test:<64} {want_path} over tcp, {n}/{n} messages in order, and back"
+    ));
+}
+
+#[test]
+fn chat_over_tcp_port_restricted_pair() {
+    chat_over_tcp(
+        "port-restricted-cone",
+        "port-restricted-cone",
+        "tcp",
+        false,
+        "direct",
+    );
+}
+
+#[test]
+fn chat_auto_falls_back_to_tcp_when_udp_is_blocked() {
+    chat_over_tcp("port-restricted-cone", "full-cone", "auto", true, "direct");
+}
+
+#[test]
+fn chat_over_tcp_relay_for_symmetric_pair() {
+    chat_over_tcp("symmetric", "symmetric", "tcp", false, "relay");
+}
