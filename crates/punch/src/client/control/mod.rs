@@ -62,6 +62,9 @@ pub const REPUNCH_MAX: Duration = Duration::from_secs(120);
 pub const REPUNCH_AFTER_LOSS: Duration = Duration::from_secs(1);
 /// A peer introduced to us that never connects is forgotten after this long.
 pub const PASSIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Registration refresh interval for a host with no NAT and no filter (`open`): two
+/// refreshes fit in the server's 90 s registration lifetime.
+pub const OPEN_SERVER_KEEPALIVE: Duration = Duration::from_secs(40);
 /// Sequence numbers of path checks have this bit set; the agent's never do.
 const CHECK_BIT: u32 = 1 << 31;
 /// Messages from tasks back to the control task.
@@ -406,6 +409,16 @@ impl Control {
     fn set_own_nat(&mut self, classic: Classic) {
         self.own_nat = Some(classic);
         self.send_nat(classic);
+        // Without NAT or filter there is no mapping to hold open: refresh the registration
+        // only as often as its lifetime needs. Everywhere else the default stays below the
+        // 30 s after which many NATs forget idle UDP (lifetimes are not measured).
+        if classic == Classic::Open {
+            let relaxed = OPEN_SERVER_KEEPALIVE.max(self.cfg.server_keepalive);
+            if relaxed != self.cfg.server_keepalive {
+                info!(?relaxed, "no NAT: registration refreshes relaxed");
+                self.cfg.server_keepalive = relaxed;
+            }
+        }
         let keys: Vec<PublicKey> = self.peers.keys().copied().collect();
         for key in keys {
             self.check_possible(key);
