@@ -23,7 +23,17 @@ use tracing_subscriber::EnvFilter;
 /// both punch a hole through their NATs at once and talk directly over QUIC,
 /// authenticated end to end by their Ed25519 keys.
 #[derive(Parser, Debug)]
-#[command(name = "punch", version, propagate_version = true)]
+#[command(
+    name = "punch",
+    version,
+    propagate_version = true,
+    after_help = "Examples:\n  \
+      punch demo                                         see it work on this machine\n  \
+      punch server --listen IP1:3478 --alt-addr IP2      on a public host\n  \
+      punch nat-type --server HOST                       what does my NAT do?\n  \
+      punch chat --server HOST --name alice              behind one NAT\n  \
+      punch chat --server HOST --name bob --peer alice   behind another"
+)]
 struct Cli {
     /// More log output on stderr (-v info, -vv debug). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
