@@ -143,36 +143,9 @@ pub async fn run(
         out.insert(id, socket.clone());
         let tx = tx.clone();
         let registry = registry.clone();
-        tasks.push(AbortOnDrop(tokio::spawn(async move {
-            let mut buf = vec![0u8; 2048];
-            loop {
-                match socket.recv_from(&mut buf).await {
-                    Ok((n, from))
-                        if id == SocketId::PRIMARY
-                            && buf[..n].first() == Some(&wire::RELAY_TAG) =>
-                    {
-                        let data = &buf[..n];
-                        let mut reg = lock(&registry);
-                        if let Some(to) = reg.relay(Instant::now().into_std(), from, data) {
-                            if let Err(e) = crate::socket::raw_send(&socket, data, to) {
-                                debug!(%to, error = %e, "relay send failed");
-                            }
-                        }
-                        // Refusals (RelayClosed) go out at once, from the primary socket.
-                        while let Some((to, bytes)) = reg.poll_transmit() {
-                            let _ = crate::socket::raw_send(&socket, &bytes, to);
-                        }
-                    }
-                    Ok((n, from)) => {
-                        if tx.try_send((id, from, buf[..n].to_vec())).is_err() {
-                            debug!(%from, "server inbox full; datagram dropped");
-                        }
-                    }
-                    // ICMP errors from earlier sends surface here on some systems.
-                    Err(e) => debug!(error = %e, "receive error"),
-                }
-            }
-        })));
+        tasks.push(AbortOnDrop(tokio::spawn(recv_task(
+            id, socket, tx, registry,
+        ))));
     }
     drop(tx);
     let send = |id: SocketId, to: SocketAddr, bytes: &[u8]| {
@@ -236,6 +209,85 @@ pub async fn run(
         while let Some((to, bytes)) = reg.poll_transmit() {
             send(SocketId::PRIMARY, to, &bytes);
         }
+    }
+}
+
+/// Receive buffers per batch, each large enough for a GRO-coalesced train of datagrams.
+const RECV_BUF: usize = 64 * 1024;
+
+/// One socket's receive loop. Batched (recvmmsg with GRO, through quinn-udp: one system
+/// call for up to [`quinn::udp::BATCH_SIZE`] buffers), because the relay's cost is mostly
+/// system calls. Relayed datagrams are forwarded right here (one lock, one send); the rest
+/// go to the server loop.
+async fn recv_task(
+    id: SocketId,
+    socket: Arc<UdpSocket>,
+    tx: mpsc::Sender<(SocketId, SocketAddr, Vec<u8>)>,
+    registry: Arc<Mutex<Rendezvous>>,
+) {
+    let state = match quinn::udp::UdpSocketState::new((&*socket).into()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "cannot set up batched receive");
+            return;
+        }
+    };
+    let batch = quinn::udp::BATCH_SIZE
+        .min(state.gro_segments().max(1) * 8)
+        .max(1);
+    let mut storage = vec![0u8; RECV_BUF * batch];
+    let mut meta = vec![quinn::udp::RecvMeta::default(); batch];
+    loop {
+        if let Err(e) = socket.readable().await {
+            debug!(error = %e, "socket not readable");
+            continue;
+        }
+        let mut bufs: Vec<std::io::IoSliceMut<'_>> = storage
+            .chunks_mut(RECV_BUF)
+            .map(std::io::IoSliceMut::new)
+            .collect();
+        let got = socket.try_io(tokio::io::Interest::READABLE, || {
+            state.recv((&*socket).into(), &mut bufs, &mut meta)
+        });
+        let n = match got {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            // ICMP errors from earlier sends surface here on some systems.
+            Err(e) => {
+                debug!(error = %e, "receive error");
+                continue;
+            }
+        };
+        for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
+            let stride = m.stride.max(1);
+            for data in buf[..m.len].chunks(stride) {
+                on_datagram(id, &socket, &tx, &registry, m.addr, data);
+            }
+        }
+    }
+}
+
+fn on_datagram(
+    id: SocketId,
+    socket: &UdpSocket,
+    tx: &mpsc::Sender<(SocketId, SocketAddr, Vec<u8>)>,
+    registry: &Mutex<Rendezvous>,
+    from: SocketAddr,
+    data: &[u8],
+) {
+    if id == SocketId::PRIMARY && data.first() == Some(&wire::RELAY_TAG) {
+        let mut reg = lock(registry);
+        if let Some(to) = reg.relay(Instant::now().into_std(), from, data) {
+            if let Err(e) = crate::socket::raw_send(socket, data, to) {
+                debug!(%to, error = %e, "relay send failed");
+            }
+        }
+        // Refusals (RelayClosed) go out at once, from the primary socket.
+        while let Some((to, bytes)) = reg.poll_transmit() {
+            let _ = crate::socket::raw_send(socket, &bytes, to);
+        }
+    } else if tx.try_send((id, from, data.to_vec())).is_err() {
+        debug!(%from, "server inbox full; datagram dropped");
     }
 }
 
