@@ -58,6 +58,46 @@ struct Inner {
     ttl_lock: RwLock<()>,
     default_ttl: u32,
     quic_rx: Mutex<mpsc::Receiver<(SocketAddr, Vec<u8>)>>,
+    /// Feeds quinn; also used to hand over parked datagrams.
+    quic_tx: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+    /// Relayed datagrams of sessions not mapped yet.
+    parked: Mutex<Parked>,
+}
+
+/// Most relayed datagrams kept for sessions not mapped yet (a QUIC handshake's first
+/// flight is a few datagrams), and how many sessions may have some.
+const PARKED_MAX: usize = 32;
+
+/// Relayed datagrams that arrived before their session was known: bounded, oldest first out.
+#[derive(Default)]
+struct Parked {
+    items: std::collections::VecDeque<(u64, Vec<u8>)>,
+}
+
+impl Parked {
+    fn park(&mut self, session: u64, data: Vec<u8>) {
+        if self.items.len() >= PARKED_MAX {
+            self.items.pop_front();
+        }
+        self.items.push_back((session, data));
+    }
+
+    fn take(&mut self, session: u64) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        self.items.retain_mut(|(s, d)| {
+            if *s == session {
+                out.push(std::mem::take(d));
+                false
+            } else {
+                true
+            }
+        });
+        out
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The shared socket. Cheap to clone; the receive loop stops when the last clone drops.
@@ -97,6 +137,8 @@ impl DemuxSocket {
             ttl_lock: RwLock::new(()),
             default_ttl,
             quic_rx: Mutex::new(quic_rx),
+            quic_tx: quic_tx.clone(),
+            parked: Mutex::new(Parked::default()),
         });
         let task = tokio::spawn(recv_loop(Arc::downgrade(&inner), quic_tx, ctl_tx));
         Ok((
@@ -116,6 +158,15 @@ impl DemuxSocket {
     /// The table mapping peers' virtual addresses to real paths.
     pub fn paths(&self) -> &Arc<PathTable> {
         &self.inner.paths
+    }
+
+    /// Relayed datagrams of `session` belong to the peer at virtual address `v`; any that
+    /// arrived before this call are handed to quinn now.
+    pub fn map_relay_session(&self, session: u64, v: SocketAddr) {
+        self.inner.paths.relay_session(session, v);
+        for data in lock(&self.inner.parked).take(session) {
+            let _ = self.inner.quic_tx.try_send((v, data));
+        }
     }
 
     /// Send a datagram now (control traffic). `ttl` overrides the IP TTL for this datagram.
@@ -190,13 +241,17 @@ async fn recv_loop(
         if buf[0] == wire::RELAY_TAG {
             let Some(sock) = inner.upgrade() else { return };
             if let Some((_, session, payload)) = wire::decode_relay(&buf[..n]) {
-                match sock.paths.virtual_for_session(session) {
-                    Some(v) if !payload.is_empty() && is_quic(payload[0]) => {
-                        if quic_tx.try_send((v, payload.to_vec())).is_err() {
-                            trace!("quic queue full; relayed datagram dropped");
+                if !payload.is_empty() && is_quic(payload[0]) {
+                    match sock.paths.virtual_for_session(session) {
+                        Some(v) => {
+                            if quic_tx.try_send((v, payload.to_vec())).is_err() {
+                                trace!("quic queue full; relayed datagram dropped");
+                            }
                         }
+                        // The peer's first packets can overtake our own introduction (which
+                        // waits in the control queue): keep them until the session is mapped.
+                        None => lock(&sock.parked).park(session, payload.to_vec()),
                     }
-                    _ => trace!(%from, session, "relayed datagram for no known session"),
                 }
             }
             continue;
@@ -327,5 +382,24 @@ impl UdpPoller for Poller {
             self.fut = None;
         }
         res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parked_datagrams_are_bounded_and_taken_per_session() {
+        let mut p = Parked::default();
+        for i in 0..(PARKED_MAX + 5) {
+            p.park(if i % 2 == 0 { 1 } else { 2 }, vec![i as u8]);
+        }
+        assert_eq!(p.items.len(), PARKED_MAX, "oldest dropped beyond the bound");
+        let ones = p.take(1);
+        assert!(ones.iter().all(|d| d[0] % 2 == 0));
+        assert_eq!(p.items.len() + ones.len(), PARKED_MAX);
+        assert!(p.take(1).is_empty(), "taken once");
+        assert!(p.take(3).is_empty());
     }
 }

@@ -586,7 +586,7 @@ impl Control {
             }
         }
         self.sessions.insert(session, key);
-        self.paths.relay_session(session, p.virt);
+        self.socket.map_relay_session(session, p.virt);
         let route = RelayRoute {
             server: self.cfg.server,
             side: p.side,
