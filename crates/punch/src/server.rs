@@ -258,36 +258,39 @@ async fn recv_task(
                 continue;
             }
         };
+        // One clock reading and at most one lock per batch.
+        let now = Instant::now().into_std();
+        let mut reg = None;
         for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
             let stride = m.stride.max(1);
             for data in buf[..m.len].chunks(stride) {
-                on_datagram(id, &socket, &tx, &registry, m.addr, data);
+                if id == SocketId::PRIMARY && data.first() == Some(&wire::RELAY_TAG) {
+                    let reg = reg.get_or_insert_with(|| lock(&registry));
+                    relay_datagram(&socket, reg, now, m.addr, data);
+                } else if tx.try_send((id, m.addr, data.to_vec())).is_err() {
+                    debug!(from = %m.addr, "server inbox full; datagram dropped");
+                }
             }
         }
     }
 }
 
-fn on_datagram(
-    id: SocketId,
+/// Forward one relayed datagram (or answer a refusal), from the primary socket.
+fn relay_datagram(
     socket: &UdpSocket,
-    tx: &mpsc::Sender<(SocketId, SocketAddr, Vec<u8>)>,
-    registry: &Mutex<Rendezvous>,
+    reg: &mut Rendezvous,
+    now: std::time::Instant,
     from: SocketAddr,
     data: &[u8],
 ) {
-    if id == SocketId::PRIMARY && data.first() == Some(&wire::RELAY_TAG) {
-        let mut reg = lock(registry);
-        if let Some(to) = reg.relay(Instant::now().into_std(), from, data) {
-            if let Err(e) = crate::socket::raw_send(socket, data, to) {
-                debug!(%to, error = %e, "relay send failed");
-            }
+    if let Some(to) = reg.relay(now, from, data) {
+        if let Err(e) = crate::socket::raw_send(socket, data, to) {
+            debug!(%to, error = %e, "relay send failed");
         }
-        // Refusals (RelayClosed) go out at once, from the primary socket.
-        while let Some((to, bytes)) = reg.poll_transmit() {
-            let _ = crate::socket::raw_send(socket, &bytes, to);
-        }
-    } else if tx.try_send((id, from, data.to_vec())).is_err() {
-        debug!(%from, "server inbox full; datagram dropped");
+    }
+    // Refusals (RelayClosed) go out at once, from the primary socket.
+    while let Some((to, bytes)) = reg.poll_transmit() {
+        let _ = crate::socket::raw_send(socket, &bytes, to);
     }
 }
 
