@@ -146,15 +146,21 @@ pub fn punch_bin() -> &'static str {
 impl Proc {
     /// Start `punch ARGS` in namespace `ns`; stdout lines are parsed as JSON events.
     pub fn spawn(name: &str, ns: &str, args: &[&str]) -> Proc {
+        Proc::spawn_bin(name, ns, std::path::Path::new(punch_bin()), args)
+    }
+
+    /// Start `BIN ARGS` in namespace `ns`; stdout lines are parsed as JSON events.
+    pub fn spawn_bin(name: &str, ns: &str, bin: &std::path::Path, args: &[&str]) -> Proc {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, punch_bin()])
+            .args(["netns", "exec", ns])
+            .arg(bin)
             .args(args)
             .env("RUST_LOG", "punch=debug,punch_proto=debug,warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn punch");
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = mpsc::channel();

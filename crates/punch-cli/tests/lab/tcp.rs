@@ -2,13 +2,11 @@
 //! crate as peers inside the namespaces, one TCP punching attempt per run, a matrix line per pair in
 //! `target/lab-results/tcp-matrix.txt`, and the routers' conntrack tables when a run fails.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::{mpsc, OnceLock};
+use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-
-use serde_json::Value;
 
 use super::{code, lab_available, median, repo_root, Lab, Proc};
 
@@ -56,42 +54,7 @@ pub fn tcp_peer_bin() -> PathBuf {
 
 /// Start `tcp_peer ARGS` in namespace `ns`; stdout lines are JSON events.
 pub fn spawn_tcp_peer(name: &str, ns: &str, args: &[&str]) -> Proc {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .arg(tcp_peer_bin())
-        .args(args)
-        .env("RUST_LOG", "punch=debug,punch_proto=debug,warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tcp_peer");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let v = serde_json::from_str(&line).unwrap_or(Value::String(line));
-            if tx.send((Instant::now(), v)).is_err() {
-                break;
-            }
-        }
-    });
-    let log_name = name.to_string();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if std::env::var_os("PUNCH_LAB_LOGS").is_some() {
-                eprintln!("[{log_name}] {line}");
-            }
-        }
-    });
-    Proc {
-        name: name.to_string(),
-        stdin: child.stdin.take(),
-        child,
-        events: rx,
-        seen: Vec::new(),
-    }
+    Proc::spawn_bin(name, ns, &tcp_peer_bin(), args)
 }
 
 /// Wait until something listens on TCP `port` in the lab's server namespace.

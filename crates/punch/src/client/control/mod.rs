@@ -658,15 +658,7 @@ impl Control {
                             Some(d) if self.cfg.relay != RelayMode::Only => direct_info(d),
                             _ => relay_info(server),
                         };
-                        p.reported = path.kind;
-                        p.quic = Quic::Up(conn.clone());
-                        watch_close(key, &conn, self.internal_tx.clone());
-                        let pc = PeerConnection {
-                            name: p.name.clone(),
-                            key,
-                            connection: conn,
-                            path,
-                        };
+                        let pc = up(p, key, conn, path, &self.internal_tx);
                         match p.reply.take() {
                             Some(r) => {
                                 let _ = r.send(Ok(pc));
@@ -699,15 +691,7 @@ impl Control {
                     },
                     _ => relay_info(server),
                 };
-                p.reported = path.kind;
-                p.quic = Quic::Up(conn.clone());
-                watch_close(key, &conn, self.internal_tx.clone());
-                let pc = PeerConnection {
-                    name: p.name.clone(),
-                    key,
-                    connection: conn,
-                    path,
-                };
+                let pc = up(p, key, conn, path, &self.internal_tx);
                 self.event(ClientEvent::Incoming(pc));
             }
             Internal::Closed(key, id) => {
@@ -835,5 +819,24 @@ impl Control {
         for (key, ev) in results {
             self.on_agent_event(key, ev);
         }
+    }
+}
+
+/// Record that `p`'s QUIC connection is up on `path`, watch for its end, and describe it.
+fn up(
+    p: &mut Peer,
+    key: PublicKey,
+    conn: quinn::Connection,
+    path: PathInfo,
+    internal: &mpsc::Sender<Internal>,
+) -> PeerConnection {
+    p.reported = path.kind;
+    p.quic = Quic::Up(conn.clone());
+    watch_close(key, &conn, internal.clone());
+    PeerConnection {
+        name: p.name.clone(),
+        key,
+        connection: conn,
+        path,
     }
 }

@@ -146,23 +146,30 @@ impl Control {
             }
             return;
         }
+        self.no_path_left(key, ConnectError::Impossible(reason));
+    }
+
+    /// A peer has no path and will get none soon: fail the pending connect (or tell the
+    /// application about an incoming peer that could not connect) and forget the peer; an
+    /// established connection stays, and the application hears it has no path for now.
+    /// True if the peer was kept.
+    fn no_path_left(&mut self, key: PublicKey, err: ConnectError) -> bool {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return false;
+        };
+        let peer = p.name.clone();
         if let Some(r) = p.reply.take() {
-            let _ = r.send(Err(ConnectError::Impossible(reason)));
-            self.forget(key);
+            let _ = r.send(Err(err));
         } else if !matches!(p.quic, Quic::Up(_)) {
-            let ev = ClientEvent::IncomingFailed {
-                peer: p.name.clone(),
-                reason,
-            };
-            emit(&events, ev);
-            self.forget(key);
+            let reason = err.to_string();
+            emit(&self.events, ClientEvent::IncomingFailed { peer, reason });
         } else {
-            let ev = ClientEvent::PathError {
-                peer: p.name.clone(),
-                reason,
-            };
-            emit(&events, ev);
+            let reason = err.to_string();
+            emit(&self.events, ClientEvent::PathError { peer, reason });
+            return true;
         }
+        self.forget(key);
+        false
     }
 
     pub(super) fn on_agent_event(&mut self, key: PublicKey, ev: AgentEvent) {
@@ -247,26 +254,12 @@ impl Control {
                     (None, false) => String::new(),
                 };
                 let err = ConnectError::NoPath(deadline, tried, why);
-                if let Some(r) = p.reply.take() {
-                    let _ = r.send(Err(err));
-                    self.forget(key);
-                } else if !matches!(p.quic, Quic::Up(_)) {
-                    let ev = ClientEvent::IncomingFailed {
-                        peer: p.name.clone(),
-                        reason: err.to_string(),
-                    };
-                    emit(&events, ev);
-                    self.forget(key);
-                } else {
-                    if p.initiator {
+                if self.no_path_left(key, err) {
+                    // Still connected (the path may come back): punch again later.
+                    if let Some(p) = self.peers.get_mut(&key).filter(|p| p.initiator) {
                         p.retry_at = Some(now + p.backoff);
                         p.backoff = (p.backoff * 2).min(REPUNCH_MAX);
                     }
-                    let ev = ClientEvent::PathError {
-                        peer: p.name.clone(),
-                        reason: err.to_string(),
-                    };
-                    emit(&events, ev);
                 }
             }
         }
