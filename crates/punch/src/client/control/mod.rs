@@ -617,10 +617,10 @@ impl Control {
         } else {
             info!(peer = %info.name, session, "introduced; relay only");
         }
-        let start_quic =
-            initiator && matches!(p.quic, Quic::NotStarted) && relay_mode != RelayMode::Never;
+        let start_quic = initiator && relay_mode != RelayMode::Never;
         // The opening probes must be on the wire before the acknowledgement: the server
         // relays it to the peer as the signal that our NAT is open (see the agent).
+        // (Flushing can already find a path and start QUIC: start_quic starts it once.)
         self.flush();
         self.ack_introduction(session);
         if start_quic {
@@ -628,10 +628,15 @@ impl Control {
         }
     }
 
+    /// Open the QUIC connection to a peer, unless one is already opening or open (two
+    /// connections to one peer would close each other as duplicates).
     fn start_quic(&mut self, key: PublicKey) {
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
+        if !matches!(p.quic, Quic::NotStarted) {
+            return;
+        }
         p.quic = Quic::Connecting;
         let (endpoint, identity, keepalive) = (
             self.endpoint.clone(),
