@@ -383,26 +383,9 @@ async fn attach(shared: Arc<Shared>, j: Joining, counted: bool) {
         }
     };
     let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
-    let (closer, path) = match &j.io {
-        Io::Quic(pc) => {
-            let path = shared
-                .client
-                .as_ref()
-                .and_then(|c| c.current_path(&j.key))
-                .unwrap_or(pc.path.clone());
-            let p = (
-                path.kind,
-                path.candidate,
-                path.remote,
-                Some(pc.connection.rtt()),
-                "udp",
-            );
-            (Closer::Quic(pc.connection.clone()), p)
-        }
-        Io::Tcp(pc) => {
-            let p = (pc.path.kind, pc.path.candidate, pc.path.remote, None, "tcp");
-            (Closer::Tcp(Arc::new(Notify::new())), p)
-        }
+    let closer = match &j.io {
+        Io::Quic(pc) => Closer::Quic(pc.connection.clone()),
+        Io::Tcp(_) => Closer::Tcp(Arc::new(Notify::new())),
     };
     // Two connections to one peer happen when both sides name each other. Both sides keep
     // the one opened by the smaller key, so they agree without talking.
@@ -431,10 +414,32 @@ async fn attach(shared: Arc<Shared>, j: Joining, counted: bool) {
                 initiator: j.initiator,
             },
         );
-        let (kind, candidate, remote, rtt, transport) = path;
-        shared
-            .reporter
-            .connected(&j.name, kind, candidate, remote, rtt, transport);
+        // Read the current path only now, under the lock and after the insert: a path
+        // event from now on is printed by the event task, and one before is seen here.
+        match &j.io {
+            Io::Quic(pc) => {
+                let path = shared
+                    .client
+                    .as_ref()
+                    .and_then(|c| c.current_path(&j.key))
+                    .unwrap_or(pc.path.clone());
+                let rtt = Some(pc.connection.rtt());
+                shared.reporter.connected(
+                    &j.name,
+                    path.kind,
+                    path.candidate,
+                    path.remote,
+                    rtt,
+                    "udp",
+                );
+            }
+            Io::Tcp(pc) => {
+                let p = &pc.path;
+                shared
+                    .reporter
+                    .connected(&j.name, p.kind, p.candidate, p.remote, None, "tcp");
+            }
+        }
         (rx, cancel)
     };
     let backlog: Vec<String> = lock(&shared.backlog).drain(..).collect();
