@@ -3,9 +3,7 @@
 //! whose routers drop all UDP, the chat finds the server over TCP by itself.
 mod lab;
 
-use std::time::Duration;
-
-use lab::relay::{assert_complete, available, code, record, Pair};
+use lab::relay::{available, code, record, Pair};
 use lab::tcp::{tcp_lab, TcpLabOpts};
 
 fn chat_over_tcp(a: &str, b: &str, transport: &str, block_udp: bool, want_path: &str) {
@@ -29,18 +27,7 @@ fn chat_over_tcp(a: &str, b: &str, transport: &str, block_udp: bool, want_path: 
     assert_eq!(connected["transport"], "tcp", "{test}: {connected}");
     assert_eq!(connected["path"], want_path, "{test}: {connected}");
     let n = 20;
-    pair.stream(n, Duration::from_millis(20), |_, _| {});
-    let got = pair.received(n, Duration::from_secs(10));
-    assert_complete(&test, &got, n, &pair);
-    pair.alice.say("back from alice");
-    let back = pair.bob.wait_for(Duration::from_secs(10), |v| {
-        v["event"] == "message" && v["text"] == "back from alice"
-    });
-    assert!(
-        back.is_some(),
-        "{test}: alice's line did not arrive: {}",
-        pair.bob.events_text()
-    );
+    pair.talk_both_ways(&test, n);
     record(&format!(
         "{test:<64} {want_path} over tcp, {n}/{n} messages in order, and back"
     ));

@@ -365,14 +365,7 @@ pub fn chat_run(lab: &Lab, ns_a: &str, ns_b: &str, expect_direct: bool) -> Outco
     outcome.remote = ev["remote"].as_str().unwrap_or("").to_string();
     let path_ok = ev["path"] == "direct";
 
-    let alice_conn = alice.wait_event("connected", EVENT_TIMEOUT);
-    let first = alice.wait_for(EVENT_TIMEOUT, |v| {
-        v["event"] == "message" && v["from"] == "bob" && v["text"] == "hello from bob"
-    });
-    alice.say("hello from alice");
-    let back = bob.wait_for(EVENT_TIMEOUT, |v| {
-        v["event"] == "message" && v["from"] == "alice" && v["text"] == "hello from alice"
-    });
+    let (alice_conn, first, back) = exchange_hello(&mut alice, &mut bob, EVENT_TIMEOUT);
     if let Some((t, _)) = first {
         outcome.first_message_ms = ms(t);
     }
@@ -391,6 +384,23 @@ pub fn chat_run(lab: &Lab, ns_a: &str, ns_b: &str, expect_direct: bool) -> Outco
     bob.finish(Duration::from_secs(6));
     alice.finish(Duration::from_secs(6));
     outcome
+}
+
+/// An event a process printed, with when it arrived, if it did.
+pub type Seen = Option<(Instant, Value)>;
+
+/// After bob typed "hello from bob": alice's `connected` event, alice receiving bob's
+/// line, then alice's "hello from alice" reaching bob.
+pub fn exchange_hello(alice: &mut Proc, bob: &mut Proc, timeout: Duration) -> (Seen, Seen, Seen) {
+    let alice_conn = alice.wait_event("connected", timeout);
+    let first = alice.wait_for(timeout, |v| {
+        v["event"] == "message" && v["from"] == "bob" && v["text"] == "hello from bob"
+    });
+    alice.say("hello from alice");
+    let back = bob.wait_for(timeout, |v| {
+        v["event"] == "message" && v["from"] == "alice" && v["text"] == "hello from alice"
+    });
+    (alice_conn, first, back)
 }
 
 pub fn tempdir(prefix: &str) -> String {

@@ -130,6 +130,23 @@ impl Pair {
             .collect()
     }
 
+    /// Bob sends `n` numbered messages; all must reach alice once and in order, and then
+    /// a line from alice must reach bob.
+    pub fn talk_both_ways(&mut self, test: &str, n: usize) {
+        self.stream(n, Duration::from_millis(20), |_, _| {});
+        let got = self.received(n, Duration::from_secs(10));
+        assert_complete(test, &got, n, self);
+        self.alice.say("back from alice");
+        let back = self.bob.wait_for(Duration::from_secs(10), |v| {
+            v["event"] == "message" && v["text"] == "back from alice"
+        });
+        assert!(
+            back.is_some(),
+            "{test}: alice's line did not arrive: {}",
+            self.bob.events_text()
+        );
+    }
+
     /// Path kinds bob reported, in order (from `connected` and `path` events).
     pub fn bob_paths(&mut self) -> Vec<String> {
         self.bob.drain();

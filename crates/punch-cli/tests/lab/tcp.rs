@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::{code, lab_available, median, repo_root, Lab, Proc};
+use super::{code, exchange_hello, lab_available, median, repo_root, Lab, Proc};
 
 /// Runs per pair (fresh namespaces each time); kept at 3 for CI time.
 pub const TCP_RUNS: usize = 3;
@@ -194,14 +194,7 @@ pub fn tcp_run(lab: &Lab, ns_a: &str, ns_b: &str, relay: bool) -> TcpOutcome {
     outcome.path = ev["path"].as_str().unwrap_or("").to_string();
     outcome.candidate = ev["candidate"].as_str().unwrap_or("").to_string();
     let transport_ok = ev["transport"] == "tcp";
-    let alice_conn = alice.wait_event("connected", TCP_EVENT_TIMEOUT);
-    let first = alice.wait_for(TCP_EVENT_TIMEOUT, |v| {
-        v["event"] == "message" && v["from"] == "bob" && v["text"] == "hello from bob"
-    });
-    alice.say("hello from alice");
-    let back = bob.wait_for(TCP_EVENT_TIMEOUT, |v| {
-        v["event"] == "message" && v["from"] == "alice" && v["text"] == "hello from alice"
-    });
+    let (alice_conn, first, back) = exchange_hello(&mut alice, &mut bob, TCP_EVENT_TIMEOUT);
     outcome.ok = transport_ok && alice_conn.is_some() && first.is_some() && back.is_some();
     if !outcome.ok {
         outcome.error = Some(format!(

@@ -705,8 +705,18 @@ async fn initiate(
     let stream = tls_client(ctx, stream, key)
         .await
         .map_err(TcpConnectError::Handshake)?;
-    Ok(TcpPeerConnection {
-        name: peer.name,
+    Ok(relayed(ctx, peer.name, key, stream))
+}
+
+/// A connection to `name` carried by the server's TCP relay.
+fn relayed(
+    ctx: &Ctx,
+    name: String,
+    key: PublicKey,
+    stream: TlsStream<TcpStream>,
+) -> TcpPeerConnection {
+    TcpPeerConnection {
+        name,
         key,
         stream,
         path: TcpPath {
@@ -714,7 +724,7 @@ async fn initiate(
             candidate: "relay",
             remote: ctx.server_main,
         },
-    })
+    }
 }
 
 /// The target's side of a session.
@@ -812,14 +822,5 @@ async fn respond(
     let stream = tls_server(ctx.identity.clone(), stream, key)
         .await
         .map_err(TcpConnectError::Handshake)?;
-    Ok(TcpPeerConnection {
-        name: peer.name,
-        key,
-        stream,
-        path: TcpPath {
-            kind: "relay",
-            candidate: "relay",
-            remote: ctx.server_main,
-        },
-    })
+    Ok(relayed(ctx, peer.name, key, stream))
 }
