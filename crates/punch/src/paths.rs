@@ -149,9 +149,11 @@ impl PathTable {
         }
     }
 
-    /// Where to send a datagram quinn addressed to `dest`.
+    /// Where to send a datagram quinn addressed to `dest`. A virtual address no longer in
+    /// the table is dropped: it must never leave as a real destination.
     pub fn route(&self, dest: SocketAddr) -> Route {
         match self.read().active.get(&dest) {
+            None if is_virtual(dest) => Route::Drop,
             None => Route::Unmapped,
             Some(Active::Direct(a)) => Route::Direct(*a),
             Some(Active::Relay(r)) => Route::Relay(*r),
@@ -168,6 +170,11 @@ impl PathTable {
     pub fn virtual_for_session(&self, session: u64) -> Option<SocketAddr> {
         self.read().by_session.get(&session).copied()
     }
+}
+
+/// In 240.0.0.0/4, where virtual addresses live.
+fn is_virtual(a: SocketAddr) -> bool {
+    matches!(a, SocketAddr::V4(v4) if v4.ip().octets()[0] >= 240)
 }
 
 #[cfg(test)]
@@ -196,7 +203,11 @@ mod tests {
         assert_eq!(t.virtual_for_real(real), Some(v));
         assert_eq!(t.route(real), Route::Unmapped);
         t.remove(v);
-        assert_eq!(t.route(v), Route::Unmapped);
+        assert_eq!(
+            t.route(v),
+            Route::Drop,
+            "a forgotten virtual address goes nowhere"
+        );
         assert_eq!(t.virtual_for_real(real), None);
     }
 

@@ -215,6 +215,15 @@ pub enum ClientEvent {
         /// Why.
         reason: String,
     },
+    /// Punching toward a peer ended without a direct path (it failed, or the NAT types
+    /// rule one out). The connection carries on over the relay if it may, and punching is
+    /// retried later where it can succeed; an application may try another transport.
+    DirectFailed {
+        /// The peer's name.
+        peer: String,
+        /// Why, in words.
+        reason: String,
+    },
     /// The server answered a registration refresh after having been silent.
     ServerBack {
         /// The public address it observed.

@@ -156,10 +156,14 @@ pub enum TcpClientError {
     Name(String),
 }
 
+type ConnectReply = oneshot::Sender<Result<TcpPeerConnection, TcpConnectError>>;
+
 enum Ctl {
     Connect {
         target: String,
-        reply: oneshot::Sender<Result<TcpPeerConnection, TcpConnectError>>,
+        /// Fall back to the relay if punching fails.
+        relay: bool,
+        reply: ConnectReply,
     },
     Send(Frame),
 }
@@ -188,6 +192,8 @@ pub struct TcpClient {
     public: SocketAddr,
     local: SocketAddr,
     key: PublicKey,
+    /// Whether [`TcpClient::connect`] may fall back to the relay.
+    relay: bool,
     task: JoinHandle<()>,
 }
 
@@ -280,6 +286,7 @@ impl TcpClient {
         info!(%public, "registered over TCP");
         let (ctl_tx, ctl_rx) = mpsc::channel(256);
         let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE);
+        let relay = cfg.relay;
         let ctx = Arc::new(Ctx {
             identity,
             cfg,
@@ -296,6 +303,7 @@ impl TcpClient {
             public,
             local,
             key,
+            relay,
             task,
         })
     }
@@ -317,10 +325,25 @@ impl TcpClient {
 
     /// Reach `peer`: punch a direct TCP path, else (if allowed) relay; TLS with pinned keys.
     pub async fn connect(&self, peer: &str) -> Result<TcpPeerConnection, TcpConnectError> {
+        self.connect_with(peer, self.relay).await
+    }
+
+    /// Reach `peer` over a punched TCP path only, never the relay (for an application
+    /// that already has a relayed path and wants a direct one).
+    pub async fn connect_direct(&self, peer: &str) -> Result<TcpPeerConnection, TcpConnectError> {
+        self.connect_with(peer, false).await
+    }
+
+    async fn connect_with(
+        &self,
+        peer: &str,
+        relay: bool,
+    ) -> Result<TcpPeerConnection, TcpConnectError> {
         let (reply, rx) = oneshot::channel();
         self.ctl
             .send(Ctl::Connect {
                 target: peer.to_string(),
+                relay,
                 reply,
             })
             .await
@@ -342,13 +365,8 @@ async fn control(
 ) {
     let mut reader = FrameReader::new();
     let mut buf = [0u8; 2048];
-    let mut pending: HashMap<
-        u64,
-        (
-            String,
-            oneshot::Sender<Result<TcpPeerConnection, TcpConnectError>>,
-        ),
-    > = HashMap::new();
+    // Connects waiting for the server's answer: target, relay allowed, reply.
+    let mut pending: HashMap<u64, (String, bool, ConnectReply)> = HashMap::new();
     let mut sessions: HashMap<u64, mpsc::Sender<SessionMsg>> = HashMap::new();
     let mut txn_session: HashMap<u64, u64> = HashMap::new();
     let mut tasks: JoinSet<u64> = JoinSet::new();
@@ -374,7 +392,7 @@ async fn control(
                     debug!(?frame, "from server (tcp)");
                     match frame {
                         Frame::TcpSession { txn, session } => {
-                            let Some((target, reply)) = pending.remove(&txn) else { continue };
+                            let Some((target, relay, reply)) = pending.remove(&txn) else { continue };
                             if sessions.len() >= MAX_SESSIONS {
                                 let _ = reply.send(Err(TcpConnectError::NoPath(Duration::ZERO, "too many sessions".into())));
                                 continue;
@@ -384,7 +402,7 @@ async fn control(
                             txn_session.insert(txn, session);
                             let ctx = ctx.clone();
                             tasks.spawn(async move {
-                                let r = initiate(&ctx, session, &target, rx).await;
+                                let r = initiate(&ctx, session, &target, relay, rx).await;
                                 let _ = reply.send(r);
                                 session
                             });
@@ -416,7 +434,7 @@ async fn control(
                             }
                         }
                         Frame::Error { txn, code, reason } => {
-                            if let Some((_, reply)) = pending.remove(&txn) {
+                            if let Some((_, _, reply)) = pending.remove(&txn) {
                                 let _ = reply.send(Err(TcpConnectError::Refused(code, reason)));
                             } else if let Some(s) = txn_session.get(&txn).and_then(|s| sessions.get(s)) {
                                 let _ = s.try_send(SessionMsg::Error(format!("{}: {reason}", code.describe())));
@@ -430,13 +448,13 @@ async fn control(
                 // The client holds a sender until dropped, and dropping aborts this task.
                 let Some(cmd) = cmd else { break };
                 let frame = match cmd {
-                    Ctl::Connect { target, reply } => {
+                    Ctl::Connect { target, relay, reply } => {
                         next_txn = next_txn.wrapping_add(1);
                         if pending.len() >= MAX_SESSIONS {
                             let _ = reply.send(Err(TcpConnectError::NoPath(Duration::ZERO, "too many sessions".into())));
                             continue;
                         }
-                        pending.insert(next_txn, (target.clone(), reply));
+                        pending.insert(next_txn, (target.clone(), relay, reply));
                         Frame::TcpConnect { txn: next_txn, target }
                     }
                     Ctl::Send(frame) => frame,
@@ -626,6 +644,7 @@ async fn initiate(
     ctx: &Ctx,
     session: u64,
     target: &str,
+    relay: bool,
     mut msgs: mpsc::Receiver<SessionMsg>,
 ) -> Result<TcpPeerConnection, TcpConnectError> {
     let timeout = ctx.cfg.punch_timeout;
@@ -694,7 +713,7 @@ async fn initiate(
         drop(_assist);
     }
     let why = format!("no direct path (tried {})", tried.join(", "));
-    if !ctx.cfg.relay {
+    if !relay {
         return Err(no_path(why));
     }
     info!(peer = %peer.name, "TCP punching failed; using the relay");

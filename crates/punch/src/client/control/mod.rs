@@ -66,6 +66,9 @@ pub const PASSIVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// refreshes fit in the server's 90 s registration lifetime.
 pub const OPEN_SERVER_KEEPALIVE: Duration = Duration::from_secs(40);
 /// Sequence numbers of path checks have this bit set; the agent's never do.
+/// How long a closed connection's route outlives it, so quinn's CONNECTION_CLOSE (sent
+/// after the connection reports closed) still reaches the peer.
+const CLOSE_LINGER: Duration = Duration::from_secs(3);
 const CHECK_BIT: u32 = 1 << 31;
 /// Messages from tasks back to the control task.
 const INTERNAL_QUEUE: usize = 256;
@@ -705,7 +708,15 @@ impl Control {
                     .get(&key)
                     .is_some_and(|p| matches!(&p.quic, Quic::Up(c) if c.stable_id() as u64 == id));
                 if same {
-                    self.forget(key);
+                    // quinn sends the CONNECTION_CLOSE after the connection reports closed:
+                    // keep the route a little longer so the peer hears it.
+                    if let Some(virt) = self.forget_keeping_route(key) {
+                        let paths = self.paths.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(CLOSE_LINGER).await;
+                            paths.remove(virt);
+                        });
+                    }
                 }
             }
         }
@@ -713,13 +724,19 @@ impl Control {
 
     /// Drop everything about a peer.
     fn forget(&mut self, key: PublicKey) {
-        if let Some(p) = self.peers.remove(&key) {
-            self.paths.remove(p.virt);
-            self.sessions.retain(|_, k| *k != key);
-            lock(&self.introduced).remove(&key);
-            lock(&self.current).remove(&key);
-            debug!(peer = %p.name, "forgotten");
+        if let Some(virt) = self.forget_keeping_route(key) {
+            self.paths.remove(virt);
         }
+    }
+
+    /// Drop everything about a peer but the route to its virtual address (returned).
+    fn forget_keeping_route(&mut self, key: PublicKey) -> Option<SocketAddr> {
+        let p = self.peers.remove(&key)?;
+        self.sessions.retain(|_, k| *k != key);
+        lock(&self.introduced).remove(&key);
+        lock(&self.current).remove(&key);
+        debug!(peer = %p.name, "forgotten");
+        Some(p.virt)
     }
 
     fn on_timeout(&mut self, now: Instant) {

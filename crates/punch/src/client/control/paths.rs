@@ -133,6 +133,11 @@ impl Control {
         };
         p.agent = None;
         p.retry_at = None;
+        let ev = ClientEvent::DirectFailed {
+            peer: p.name.clone(),
+            reason: reason.clone(),
+        };
+        emit(&events, ev);
         let relay_usable = mode != RelayMode::Never && p.relay_refused.is_none();
         if relay_usable {
             if matches!(p.quic, Quic::Up(_)) {
@@ -223,6 +228,11 @@ impl Control {
             AgentEvent::Failed(_) => {
                 let tried = candidates_text(&p.info);
                 warn!(peer = %p.name, "no direct path within {deadline:?} (tried {tried})");
+                let ev = ClientEvent::DirectFailed {
+                    peer: p.name.clone(),
+                    reason: format!("no direct path within {deadline:?} (tried {tried})"),
+                };
+                emit(&events, ev);
                 let relay_usable = mode != RelayMode::Never && p.relay_refused.is_none();
                 // On the relay the handshake takes one round trip through the server; still
                 // not done when punching gave up means the peer answers on no path at all.
