@@ -5,20 +5,25 @@
 //! network work is [`punch::client`] (UDP: QUIC, punched or relayed) or [`punch::tcp`]
 //! (TLS over a punched or relayed TCP connection); the framing is [`punch::chat`], the
 //! same on both.
+//!
+//! With `--transport auto` a chat that runs on the UDP relay because punching found no
+//! direct path tries a punched TCP connection, and moves to it when it works: each side
+//! finishes its QUIC stream (the peer reads it to the end) and goes on over TCP, so every
+//! message arrives once and in order.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use punch::client::{Client, ClientConfig, ClientError, ClientEvent, PeerConnection};
+use punch::client::{Client, ClientConfig, ClientError, ClientEvent, ConnectError, PeerConnection};
 use punch::identity::{Identity, PublicKey};
 use punch::tcp::client::{TcpClient, TcpClientConfig, TcpPeerConnection};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinSet;
 
 use crate::natcache;
@@ -29,6 +34,9 @@ use crate::report::Reporter;
 const MAX_BACKLOG: usize = 1000;
 /// Lines queued per peer before the sender waits.
 const PEER_QUEUE: usize = 256;
+/// How long a reader whose peer ended its QUIC stream waits for the TCP connection the
+/// peer moved to (it reaches us within a round trip or two of the stream's end).
+const MOVE_WAIT: Duration = Duration::from_secs(10);
 /// How long leaving waits for the peers to acknowledge what was sent.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -39,7 +47,8 @@ pub enum Transport {
     Udp,
     /// TCP: TLS over a punched TCP connection, or the TCP relay.
     Tcp,
-    /// UDP, and TCP when the server cannot be reached over UDP (a network that blocks it).
+    /// UDP first; TCP when UDP gives no direct path (the server cannot be reached over
+    /// UDP, or punching failed); the relay when neither works.
     Auto,
 }
 
@@ -89,7 +98,39 @@ struct PeerEntry {
     tx: mpsc::Sender<String>,
     closer: Closer,
     id: u64,
+    key: PublicKey,
     initiator: PublicKey,
+    /// What carries the chat now: `"udp"` or `"tcp"`.
+    transport: &'static str,
+    /// A UDP connection that may still move to TCP: where the new connection's halves go.
+    mover: Option<Mover>,
+    /// A move to TCP was tried for this connection (once is enough).
+    tcp_tried: bool,
+}
+
+type BoxRead = Box<dyn AsyncRead + Unpin + Send>;
+type BoxWrite = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// Hands a TCP connection to a UDP peer's writer and reader, which finish the QUIC stream
+/// (or read it to its end) and go on over TCP.
+struct Mover {
+    writer: oneshot::Sender<BoxWrite>,
+    reader: oneshot::Sender<(BoxRead, Arc<Notify>)>,
+}
+
+/// The QUIC connection left behind by a move to TCP is closed once our writer's stream is
+/// acknowledged and the peer's stream is read to its end: whichever comes second closes it.
+struct Handoff {
+    steps: AtomicU8,
+    conn: quinn::Connection,
+}
+
+impl Handoff {
+    fn step(&self) {
+        if self.steps.fetch_add(1, Ordering::SeqCst) == 1 {
+            self.conn.close(3u32.into(), b"moved to tcp");
+        }
+    }
 }
 
 /// A connection about to join the chat, whatever carries it.
@@ -112,6 +153,11 @@ struct Shared {
     /// Asked for a peer's current path when it connects (events before that are folded
     /// into the `connected` line); UDP only.
     client: Option<Arc<Client>>,
+    /// `--transport auto` on UDP: the TCP client tried when UDP finds no direct path.
+    tcp_fallback: Option<Arc<TcpClient>>,
+    /// Peers whose UDP punching found no direct path before their connection joined the
+    /// chat (locked after `peers`, never before).
+    no_direct: Mutex<HashSet<String>>,
     me: PublicKey,
     peers: Mutex<HashMap<String, PeerEntry>>,
     backlog: Mutex<VecDeque<String>>,
@@ -128,12 +174,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The two clients a chat may run on.
+#[derive(Clone)]
 enum Net {
-    Udp(Arc<Client>),
+    /// UDP, with the TCP client of `--transport auto` when it registered too.
+    Udp(Arc<Client>, Option<Arc<TcpClient>>),
     Tcp(Arc<TcpClient>),
 }
 
-async fn start_tcp(opts: &ChatOptions, identity: Identity) -> Result<Net, String> {
+async fn start_tcp(opts: &ChatOptions, identity: Identity) -> Result<Arc<TcpClient>, String> {
     let server = opts.client.server;
     let assist = SocketAddr::new(
         server.ip(),
@@ -148,7 +196,7 @@ async fn start_tcp(opts: &ChatOptions, identity: Identity) -> Result<Net, String
     };
     TcpClient::start(server, assist, &opts.client.name, identity, cfg)
         .await
-        .map(|c| Net::Tcp(Arc::new(c)))
+        .map(Arc::new)
         .map_err(|e| e.to_string())
 }
 
@@ -158,17 +206,43 @@ async fn start(opts: &ChatOptions, identity: Identity, reporter: &Reporter) -> R
     let result = match opts.transport {
         Transport::Tcp => start_tcp(opts, identity)
             .await
+            .map(Net::Tcp)
             .map_err(|e| format!("server unreachable over TCP: {e}")),
-        transport => match Client::start(opts.client.clone(), identity.clone()).await {
-            Ok(c) => Ok(Net::Udp(Arc::new(c))),
-            Err(e @ ClientError::ServerUnreachable(..)) if transport == Transport::Auto => {
-                reporter.notice(&format!("no UDP answer from {server}; trying TCP"));
+        Transport::Udp => Client::start(opts.client.clone(), identity)
+            .await
+            .map(|c| Net::Udp(Arc::new(c), None))
+            .map_err(|e| e.to_string()),
+        Transport::Auto => {
+            // Both at once: TCP is the fallback, for the server and for the peers.
+            let (udp, tcp) = tokio::join!(
+                Client::start(opts.client.clone(), identity.clone()),
                 start_tcp(opts, identity)
-                    .await
-                    .map_err(|tcp| format!("{e}; over TCP: {tcp}"))
+            );
+            match (udp, tcp) {
+                (Ok(c), tcp) => {
+                    let relay_only = opts.client.relay == punch::client::RelayMode::Only;
+                    let tcp = match tcp {
+                        Ok(t) if !relay_only => Some(t),
+                        Ok(_) => None,
+                        Err(e) => {
+                            reporter.notice(&format!(
+                                "no TCP fallback (server over TCP: {e}); UDP only"
+                            ));
+                            None
+                        }
+                    };
+                    Ok(Net::Udp(Arc::new(c), tcp))
+                }
+                (Err(ClientError::ServerUnreachable(..)), Ok(t)) => {
+                    reporter.notice(&format!("no UDP answer from {server}; using TCP"));
+                    Ok(Net::Tcp(t))
+                }
+                (Err(e @ ClientError::ServerUnreachable(..)), Err(tcp)) => {
+                    Err(format!("{e}; over TCP: {tcp}"))
+                }
+                (Err(e), _) => Err(e.to_string()),
             }
-            Err(e) => Err(e.to_string()),
-        },
+        }
     };
     result.or_else(|reason| {
         reporter.error(None, &reason);
@@ -183,16 +257,21 @@ pub async fn run(opts: ChatOptions, reporter: Reporter) -> Result<()> {
     let server = opts.client.server;
     let net = start(&opts, identity, &reporter).await?;
     let (me, public, local) = match &net {
-        Net::Udp(c) => (c.public_key(), c.public_addr(), c.local_addr()),
+        Net::Udp(c, _) => (c.public_key(), c.public_addr(), c.local_addr()),
         Net::Tcp(c) => (c.public_key(), c.public_addr(), c.local_addr()),
     };
     reporter.registered(&opts.client.name, &me.to_string(), public, local);
     let shared = Arc::new(Shared {
         reporter: reporter.clone(),
         client: match &net {
-            Net::Udp(c) => Some(c.clone()),
+            Net::Udp(c, _) => Some(c.clone()),
             Net::Tcp(_) => None,
         },
+        tcp_fallback: match &net {
+            Net::Udp(_, tcp) => tcp.clone(),
+            Net::Tcp(_) => None,
+        },
+        no_direct: Mutex::new(HashSet::new()),
         me,
         peers: Mutex::new(HashMap::new()),
         backlog: Mutex::new(VecDeque::new()),
@@ -201,7 +280,7 @@ pub async fn run(opts: ChatOptions, reporter: Reporter) -> Result<()> {
         next_id: AtomicU64::new(1),
     });
     let mut tasks = JoinSet::new();
-    if let Net::Udp(client) = &net {
+    if let Net::Udp(client, _) = &net {
         // Learn what our NAT does, without delaying the chat: the report arrives as an
         // event when ready (at once from the cache).
         let (home, reporter, bind) = (opts.home.clone(), reporter.clone(), opts.client.bind.ip());
@@ -220,18 +299,32 @@ pub async fn run(opts: ChatOptions, reporter: Reporter) -> Result<()> {
         });
     }
     for peer in &opts.peers {
-        let (shared, peer) = (shared.clone(), peer.clone());
-        let net = match &net {
-            Net::Udp(c) => Net::Udp(c.clone()),
-            Net::Tcp(c) => Net::Tcp(c.clone()),
-        };
+        let (shared, peer, net) = (shared.clone(), peer.clone(), net.clone());
         tasks.spawn(async move {
             let joined = match net {
-                Net::Udp(c) => c
-                    .connect(&peer)
-                    .await
-                    .map(Io::Quic)
-                    .map_err(|e| e.to_string()),
+                Net::Udp(c, tcp) => match c.connect(&peer).await {
+                    Ok(pc) => Ok(Io::Quic(pc)),
+                    // No direct UDP path and no relay (`--relay never`): TCP is next.
+                    Err(e) => match tcp {
+                        Some(tcp)
+                            if matches!(
+                                e,
+                                ConnectError::NoPath(..)
+                                    | ConnectError::Impossible(_)
+                                    | ConnectError::Handshake(_)
+                            ) =>
+                        {
+                            shared
+                                .reporter
+                                .notice(&format!("{e}; trying a direct TCP connection"));
+                            tcp.connect_direct(&peer)
+                                .await
+                                .map(|pc| Io::Tcp(Box::new(pc)))
+                                .map_err(|t| format!("{e}; over TCP: {t}"))
+                        }
+                        _ => Err(e.to_string()),
+                    },
+                },
                 Net::Tcp(c) => c
                     .connect(&peer)
                     .await
@@ -251,24 +344,26 @@ pub async fn run(opts: ChatOptions, reporter: Reporter) -> Result<()> {
             }
         });
     }
-    match &net {
-        Net::Udp(client) => {
+    let tcp = match &net {
+        Net::Udp(client, tcp) => {
             let (client, shared) = (client.clone(), shared.clone());
             tasks.spawn(udp_events(client, shared));
+            tcp.clone()
         }
-        Net::Tcp(client) => {
-            let (client, shared) = (client.clone(), shared.clone());
-            tasks.spawn(async move {
-                while let Some(pc) = client.accept().await {
-                    let initiator = pc.key;
-                    tokio::spawn(attach(
-                        shared.clone(),
-                        joining(Io::Tcp(Box::new(pc)), initiator),
-                        false,
-                    ));
-                }
-            });
-        }
+        Net::Tcp(client) => Some(client.clone()),
+    };
+    if let Some(client) = tcp {
+        let shared = shared.clone();
+        tasks.spawn(async move {
+            while let Some(pc) = client.accept().await {
+                let initiator = pc.key;
+                tokio::spawn(attach(
+                    shared.clone(),
+                    joining(Io::Tcp(Box::new(pc)), initiator),
+                    false,
+                ));
+            }
+        });
     }
 
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
@@ -296,7 +391,7 @@ pub async fn run(opts: ChatOptions, reporter: Reporter) -> Result<()> {
     }
     wait_until(FLUSH_TIMEOUT, || shared.writers.load(Ordering::SeqCst) == 0).await;
     tasks.abort_all();
-    if let Net::Udp(c) = &net {
+    if let Net::Udp(c, _) = &net {
         c.close().await;
     }
     Ok(())
@@ -335,6 +430,12 @@ async fn udp_events(client: Arc<Client>, shared: Arc<Shared>) {
                     false,
                 ));
             }
+            // With a TCP fallback the peer tries TCP next: not an error yet.
+            ClientEvent::IncomingFailed { peer, reason } if shared.tcp_fallback.is_some() => {
+                shared.reporter.notice(&format!(
+                    "no UDP path from {peer} ({reason}); TCP may follow"
+                ))
+            }
             ClientEvent::IncomingFailed { peer, reason } => {
                 shared.reporter.error(Some(&peer), &reason)
             }
@@ -342,14 +443,95 @@ async fn udp_events(client: Arc<Client>, shared: Arc<Shared>) {
             ClientEvent::ServerBack { public } => shared
                 .reporter
                 .notice(&format!("server answers again (public address {public})")),
-            // A change before the peer is attached is already in its `connected` line.
-            ClientEvent::Path { peer, path, reason } if lock(&shared.peers).contains_key(&peer) => {
-                shared
-                    .reporter
-                    .path(&peer, path.kind, path.candidate, path.remote, &reason)
+            // A change before the peer is attached is already in its `connected` line, and
+            // one after a move to TCP concerns a connection that is going away.
+            ClientEvent::Path { peer, path, reason } if on_udp(&shared, &peer) => {
+                if path.kind == "direct" {
+                    lock(&shared.no_direct).remove(&peer);
+                }
+                shared.reporter.path(
+                    &peer,
+                    path.kind,
+                    path.candidate,
+                    path.remote,
+                    "udp",
+                    &reason,
+                )
             }
-            ClientEvent::PathError { peer, reason } => shared.reporter.error(Some(&peer), &reason),
+            ClientEvent::PathError { peer, reason } if on_udp(&shared, &peer) => {
+                shared.reporter.error(Some(&peer), &reason)
+            }
+            ClientEvent::DirectFailed { peer, reason } if shared.tcp_fallback.is_some() => {
+                let mut peers = lock(&shared.peers);
+                match peers.get_mut(&peer) {
+                    Some(e) if e.mover.is_some() => {
+                        if e.initiator == shared.me && !e.tcp_tried {
+                            e.tcp_tried = true;
+                            tokio::spawn(try_tcp(shared.clone(), peer, reason));
+                        }
+                    }
+                    Some(_) => {}
+                    None => {
+                        lock(&shared.no_direct).insert(peer);
+                    }
+                }
+            }
             _ => {}
+        }
+    }
+}
+
+/// The peer's chat runs on UDP (or has not joined yet).
+fn on_udp(shared: &Shared, peer: &str) -> bool {
+    lock(&shared.peers)
+        .get(peer)
+        .is_none_or(|e| e.transport == "udp")
+}
+
+/// `--transport auto`, after UDP punching found no direct path to `name`: try a punched
+/// TCP connection (no TCP relay: the UDP relay already carries the chat). When it works,
+/// [`attach`] moves the chat onto it; when not, the chat stays on the relay.
+///
+/// Returns a boxed `Send` future: [`attach`] spawns this and this awaits `attach`, a cycle
+/// through which the compiler cannot see `Send` for two `async fn`s.
+fn try_tcp(
+    shared: Arc<Shared>,
+    name: String,
+    why: String,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(try_tcp_inner(shared, name, why))
+}
+
+async fn try_tcp_inner(shared: Arc<Shared>, name: String, why: String) {
+    let Some(tcp) = shared.tcp_fallback.clone() else {
+        return;
+    };
+    shared.reporter.notice(&format!(
+        "no direct UDP path to {name} ({why}); trying a direct TCP connection"
+    ));
+    match tcp.connect_direct(&name).await {
+        Ok(pc) => {
+            let me = shared.me;
+            attach(shared, joining(Io::Tcp(Box::new(pc)), me), false).await
+        }
+        Err(e) => {
+            let key = lock(&shared.peers)
+                .get(&name)
+                .filter(|p| p.transport == "udp")
+                .map(|p| p.key);
+            let path = key.and_then(|k| shared.client.as_ref()?.current_path(&k));
+            let reason = format!("no direct TCP path either ({e})");
+            match path {
+                Some(p) => shared.reporter.path(
+                    &name,
+                    p.kind,
+                    p.candidate,
+                    p.remote,
+                    "udp",
+                    &format!("{reason}; staying on the {}", p.kind),
+                ),
+                None => shared.reporter.notice(&format!("{name}: {reason}")),
+            }
         }
     }
 }
@@ -375,7 +557,8 @@ async fn broadcast(shared: &Shared, line: String) {
 }
 
 /// Take a connection into the chat: report it, start its writer and reader. `counted`:
-/// one of our `--peer` connections, counted in [`Shared::connecting`].
+/// one of our `--peer` connections, counted in [`Shared::connecting`]. A TCP connection to
+/// a peer whose chat runs on UDP is a move (see the module docs), not a second peer.
 async fn attach(shared: Arc<Shared>, j: Joining, counted: bool) {
     let done = || {
         if counted {
@@ -383,15 +566,25 @@ async fn attach(shared: Arc<Shared>, j: Joining, counted: bool) {
         }
     };
     let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
-    let closer = match &j.io {
-        Io::Quic(pc) => Closer::Quic(pc.connection.clone()),
-        Io::Tcp(_) => Closer::Tcp(Arc::new(Notify::new())),
+    let mut io = Some(j.io);
+    let closer = match &io {
+        Some(Io::Quic(pc)) => Closer::Quic(pc.connection.clone()),
+        _ => Closer::Tcp(Arc::new(Notify::new())),
     };
     // Two connections to one peer happen when both sides name each other. Both sides keep
     // the one opened by the smaller key, so they agree without talking.
-    let rx = {
+    let (rx, moved) = {
         let mut peers = lock(&shared.peers);
-        if let Some(existing) = peers.get(&j.name) {
+        if let Some(existing) = peers.get_mut(&j.name) {
+            if let (Some(Io::Tcp(_)), Some(mover)) = (&io, existing.mover.take()) {
+                let Some(Io::Tcp(pc)) = io.take() else {
+                    unreachable!("matched above")
+                };
+                move_to_tcp(&shared, existing, mover, *pc);
+                drop(peers);
+                done();
+                return;
+            }
             if j.initiator >= existing.initiator {
                 closer.close();
                 drop(peers);
@@ -401,23 +594,46 @@ async fn attach(shared: Arc<Shared>, j: Joining, counted: bool) {
             existing.closer.close();
         }
         let (tx, rx) = mpsc::channel(PEER_QUEUE);
-        let cancel = match &closer {
-            Closer::Tcp(n) => Some(n.clone()),
-            Closer::Quic(_) => None,
+        let quic = matches!(io, Some(Io::Quic(_)));
+        // A UDP connection may move to TCP later (`--transport auto`).
+        let (mover, moved) = if quic && shared.tcp_fallback.is_some() {
+            let (w_tx, w_rx) = oneshot::channel();
+            let (r_tx, r_rx) = oneshot::channel();
+            let mover = Mover {
+                writer: w_tx,
+                reader: r_tx,
+            };
+            (Some(mover), Some((w_rx, r_rx)))
+        } else {
+            (None, None)
         };
+        // Only the side that opened the connection tries TCP, so the two sides do not race.
+        let try_now =
+            mover.is_some() && j.initiator == shared.me && lock(&shared.no_direct).remove(&j.name);
         peers.insert(
             j.name.clone(),
             PeerEntry {
                 tx,
-                closer,
+                closer: match &closer {
+                    Closer::Quic(c) => Closer::Quic(c.clone()),
+                    Closer::Tcp(n) => Closer::Tcp(n.clone()),
+                },
                 id,
+                key: j.key,
                 initiator: j.initiator,
+                transport: if quic { "udp" } else { "tcp" },
+                mover,
+                tcp_tried: try_now,
             },
         );
+        if try_now {
+            let why = "punching found no direct path".to_string();
+            tokio::spawn(try_tcp(shared.clone(), j.name.clone(), why));
+        }
         // Read the current path only now, under the lock and after the insert: a path
         // event from now on is printed by the event task, and one before is seen here.
-        match &j.io {
-            Io::Quic(pc) => {
+        match &io {
+            Some(Io::Quic(pc)) => {
                 let path = shared
                     .client
                     .as_ref()
@@ -433,44 +649,55 @@ async fn attach(shared: Arc<Shared>, j: Joining, counted: bool) {
                     "udp",
                 );
             }
-            Io::Tcp(pc) => {
+            Some(Io::Tcp(pc)) => {
                 let p = &pc.path;
                 shared
                     .reporter
                     .connected(&j.name, p.kind, p.candidate, p.remote, None, "tcp");
             }
+            None => {}
         }
-        (rx, cancel)
+        (rx, moved)
     };
     let backlog: Vec<String> = lock(&shared.backlog).drain(..).collect();
     shared.writers.fetch_add(1, Ordering::SeqCst);
     done();
-    let (rx, cancel) = rx;
     let name = j.name;
-    let reason = match j.io {
-        Io::Quic(pc) => {
+    let reason = match io {
+        Some(Io::Quic(pc)) => {
             let conn = pc.connection;
+            let handoff = Arc::new(Handoff {
+                steps: AtomicU8::new(0),
+                conn: conn.clone(),
+            });
+            let (move_w, move_r) = moved.unzip();
             tokio::spawn(quic_writer(
                 conn.clone(),
                 rx,
                 backlog,
                 shared.clone(),
                 name.clone(),
+                move_w,
+                handoff.clone(),
             ));
-            match conn.accept_uni().await {
-                Ok(mut stream) => read_loop(&mut stream, &shared, &name).await,
-                Err(e) => e.to_string(),
-            }
+            quic_reader(conn, &shared, &name, move_r, handoff).await
         }
-        Io::Tcp(pc) => {
-            let (mut r, w) = tokio::io::split(pc.stream);
-            let cancel = cancel.unwrap_or_default();
-            tokio::spawn(tcp_writer(w, rx, backlog, shared.clone(), name.clone()));
-            tokio::select! {
-                reason = read_loop(&mut r, &shared, &name) => reason,
-                _ = cancel.notified() => "duplicate connection".to_string(),
-            }
+        Some(Io::Tcp(pc)) => {
+            let (r, w) = tokio::io::split(pc.stream);
+            let cancel = match &closer {
+                Closer::Tcp(n) => n.clone(),
+                Closer::Quic(_) => Arc::default(),
+            };
+            tokio::spawn(tcp_writer(
+                Box::new(w),
+                rx,
+                backlog,
+                shared.clone(),
+                name.clone(),
+            ));
+            tcp_reader(Box::new(r), cancel, &shared, &name).await
         }
+        None => return,
     };
     let still_current = lock(&shared.peers).get(&name).is_some_and(|e| e.id == id);
     if still_current {
@@ -479,7 +706,30 @@ async fn attach(shared: Arc<Shared>, j: Joining, counted: bool) {
     }
 }
 
-/// Send the backlog, then every line until the chat drops the sender. False on failure.
+/// Move a peer's chat from UDP to the TCP connection `pc`: its writer and reader take the
+/// new halves once their QUIC stream is done.
+fn move_to_tcp(shared: &Shared, entry: &mut PeerEntry, mover: Mover, pc: TcpPeerConnection) {
+    let cancel = Arc::new(Notify::new());
+    let (r, w) = tokio::io::split(pc.stream);
+    let sent_w = mover.writer.send(Box::new(w)).is_ok();
+    let sent_r = mover.reader.send((Box::new(r), cancel.clone())).is_ok();
+    if !(sent_w && sent_r) {
+        // The UDP connection is ending anyway; its reader reports that.
+        return;
+    }
+    entry.closer = Closer::Tcp(cancel);
+    entry.transport = "tcp";
+    let p = &pc.path;
+    let reason = format!(
+        "moved to a {} TCP connection ({}): UDP gave no direct path",
+        p.kind, p.candidate
+    );
+    shared
+        .reporter
+        .path(&pc.name, p.kind, p.candidate, p.remote, "tcp", &reason);
+}
+
+/// Send every message as it comes, until the chat drops the sender. False on failure.
 async fn write_loop<W: AsyncWrite + Unpin>(
     w: &mut W,
     rx: &mut mpsc::Receiver<String>,
@@ -488,64 +738,182 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     name: &str,
 ) -> bool {
     for line in backlog {
-        if let Err(e) = punch::chat::send_message(w, &line).await {
-            shared.reporter.error(Some(name), &e.to_string());
+        if !send_line(w, &line, shared, name).await {
             return false;
         }
     }
     while let Some(line) = rx.recv().await {
-        if let Err(e) = punch::chat::send_message(w, &line).await {
-            shared.reporter.error(Some(name), &e.to_string());
+        if !send_line(w, &line, shared, name).await {
             return false;
         }
     }
     true
 }
 
+async fn send_line<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    line: &str,
+    shared: &Shared,
+    name: &str,
+) -> bool {
+    match punch::chat::send_message(w, line).await {
+        Ok(()) => true,
+        Err(e) => {
+            shared.reporter.error(Some(name), &e.to_string());
+            false
+        }
+    }
+}
+
+/// What the QUIC writer does next.
+enum Next {
+    Line(Option<String>),
+    Move(BoxWrite),
+    NoMove,
+}
+
+/// The QUIC side of a peer's writer: the backlog, then every line; on a move to TCP,
+/// finish the stream, wait until the peer has all of it, and go on over TCP.
 async fn quic_writer(
     conn: quinn::Connection,
     mut rx: mpsc::Receiver<String>,
     backlog: Vec<String>,
     shared: Arc<Shared>,
     name: String,
+    mut moved: Option<oneshot::Receiver<BoxWrite>>,
+    handoff: Arc<Handoff>,
 ) {
-    match conn.open_uni().await {
-        Ok(mut stream) => {
-            if write_loop(&mut stream, &mut rx, backlog, &shared, &name).await {
+    let mut stream = match conn.open_uni().await {
+        Ok(s) => s,
+        Err(e) => {
+            let reason = format!("cannot open stream: {e}");
+            shared.reporter.error(Some(&name), &reason);
+            shared.writers.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+    };
+    let mut ok = true;
+    for line in backlog {
+        if ok {
+            ok = send_line(&mut stream, &line, &shared, &name).await;
+        }
+    }
+    while ok {
+        let next = tokio::select! {
+            biased;
+            w = async { moved.as_mut().expect("guarded by the condition").await }, if moved.is_some() => match w {
+                Ok(w) => Next::Move(w),
+                Err(_) => Next::NoMove,
+            },
+            line = rx.recv() => Next::Line(line),
+        };
+        match next {
+            Next::NoMove => moved = None,
+            Next::Line(Some(line)) => ok = send_line(&mut stream, &line, &shared, &name).await,
+            Next::Line(None) => {
                 // Our side is done: finish the stream and wait until the peer has every byte.
                 let _ = stream.finish();
                 let _ = stream.stopped().await;
                 conn.close(0u32.into(), b"bye");
+                break;
+            }
+            Next::Move(w) => {
+                // Everything written so far reaches the peer before anything sent over TCP:
+                // it reads this stream to its end first.
+                let _ = stream.finish();
+                let _ = stream.stopped().await;
+                handoff.step();
+                tcp_write(w, &mut rx, Vec::new(), &shared, &name).await;
+                break;
             }
         }
-        Err(e) => shared
-            .reporter
-            .error(Some(&name), &format!("cannot open stream: {e}")),
     }
     shared.writers.fetch_sub(1, Ordering::SeqCst);
 }
 
-async fn tcp_writer<W: AsyncWrite + Unpin>(
-    mut w: W,
+/// The QUIC side of a peer's reader: every message until the peer ends its stream; then,
+/// after a move to TCP, the rest over TCP. The reason the peer's chat ended.
+async fn quic_reader(
+    conn: quinn::Connection,
+    shared: &Shared,
+    name: &str,
+    moved: Option<oneshot::Receiver<(BoxRead, Arc<Notify>)>>,
+    handoff: Arc<Handoff>,
+) -> String {
+    let mut stream = match conn.accept_uni().await {
+        Ok(s) => s,
+        Err(e) => return e.to_string(),
+    };
+    if let Err(reason) = read_loop(&mut stream, shared, name).await {
+        return reason;
+    }
+    let Some(moved) = moved else {
+        return "peer finished".to_string();
+    };
+    // The peer ended its stream: it is leaving (and closes the connection), or it moved to
+    // TCP, whose halves reach us before the peer could have ended the stream.
+    let next = tokio::select! {
+        biased;
+        m = moved => m.ok(),
+        _ = conn.closed() => None,
+        // Neither: the peer's close was lost (it crashed after ending its stream).
+        _ = tokio::time::sleep(MOVE_WAIT) => None,
+    };
+    match next {
+        Some((r, cancel)) => {
+            handoff.step();
+            drop(conn);
+            tcp_reader(r, cancel, shared, name).await
+        }
+        None => "peer finished".to_string(),
+    }
+}
+
+async fn tcp_writer(
+    w: BoxWrite,
     mut rx: mpsc::Receiver<String>,
     backlog: Vec<String>,
     shared: Arc<Shared>,
     name: String,
 ) {
-    if write_loop(&mut w, &mut rx, backlog, &shared, &name).await {
-        // TLS close_notify, then FIN: the peer reads everything and then the end.
-        let _ = w.shutdown().await;
-    }
+    tcp_write(w, &mut rx, backlog, &shared, &name).await;
     shared.writers.fetch_sub(1, Ordering::SeqCst);
 }
 
-/// Print every message until the peer ends its stream; the reason it ended.
-async fn read_loop<R: AsyncRead + Unpin>(r: &mut R, shared: &Shared, name: &str) -> String {
+async fn tcp_write(
+    mut w: BoxWrite,
+    rx: &mut mpsc::Receiver<String>,
+    backlog: Vec<String>,
+    shared: &Shared,
+    name: &str,
+) {
+    if write_loop(&mut w, rx, backlog, shared, name).await {
+        // TLS close_notify, then FIN: the peer reads everything and then the end.
+        let _ = w.shutdown().await;
+    }
+}
+
+async fn tcp_reader(mut r: BoxRead, cancel: Arc<Notify>, shared: &Shared, name: &str) -> String {
+    tokio::select! {
+        end = read_loop(&mut r, shared, name) => match end {
+            Ok(()) => "peer finished".to_string(),
+            Err(reason) => reason,
+        },
+        _ = cancel.notified() => "duplicate connection".to_string(),
+    }
+}
+
+/// Print every message until the peer ends its stream (`Ok`), or why it failed.
+async fn read_loop<R: AsyncRead + Unpin>(
+    r: &mut R,
+    shared: &Shared,
+    name: &str,
+) -> Result<(), String> {
     loop {
         match punch::chat::read_message(r).await {
             Ok(Some(text)) => shared.reporter.message(name, &text),
-            Ok(None) => return "peer finished".to_string(),
-            Err(e) => return e.to_string(),
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(e.to_string()),
         }
     }
 }

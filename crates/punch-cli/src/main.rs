@@ -131,8 +131,10 @@ enum Command {
         #[arg(long, default_value = "auto", value_name = "auto|never|only")]
         relay: punch::client::RelayMode,
         /// Transport: udp (QUIC), tcp (TLS over TCP, punched with the server's assist
-        /// port, relayed by the server if punching fails), or auto (UDP, and TCP when the
-        /// server cannot be reached over UDP).
+        /// port, relayed by the server if punching fails), or auto: UDP first; a punched
+        /// TCP connection when UDP finds no direct path (the chat starts on the UDP relay
+        /// and moves to TCP without losing a message); the relay when neither punches;
+        /// TCP alone when the server cannot be reached over UDP.
         #[arg(long, default_value = "auto", value_name = "udp|tcp|auto")]
         transport: chat::Transport,
         /// The server's TCP assist port (default: the server port + 1).

@@ -62,11 +62,19 @@ impl Reporter {
     }
 
     /// The path to a peer changed.
-    pub fn path(&self, peer: &str, path: &str, candidate: &str, remote: SocketAddr, reason: &str) {
+    pub fn path(
+        &self,
+        peer: &str,
+        path: &str,
+        candidate: &str,
+        remote: SocketAddr,
+        transport: &str,
+        reason: &str,
+    ) {
         self.emit(
             json!({"event":"path","peer":peer,"path":path,"candidate":candidate,
-                   "remote":remote.to_string(),"reason":reason}),
-            format!("path to {peer} is now {path} ({remote}): {reason}"),
+                   "remote":remote.to_string(),"transport":transport,"reason":reason}),
+            format!("path to {peer} is now {path} over {transport} ({remote}): {reason}"),
         );
     }
 

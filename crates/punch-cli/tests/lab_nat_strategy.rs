@@ -1,7 +1,8 @@
 //! Lab: punching follows from the NAT types. When both peers know their NAT (the server
 //! has a second address, so discovery works) and the types rule out a direct path, the
 //! answer comes at once instead of after the punching deadline; where a path is possible,
-//! punching goes ahead as always.
+//! punching goes ahead as always. UDP only (`--transport udp`): with `auto`, a direct TCP
+//! attempt would follow the UDP refusal.
 mod lab;
 
 use std::time::{Duration, Instant};
@@ -39,7 +40,7 @@ fn run(a: &str, b: &str, expect_direct: bool) {
         ],
     );
     let home = tempdir(&lab.prefix);
-    let extra = ["--punch-timeout", DEADLINE_SECS];
+    let extra = ["--punch-timeout", DEADLINE_SECS, "--transport", "udp"];
     let mut alice = spawn(
         "alice",
         &lab.ns("a"),

@@ -20,7 +20,11 @@ fn chat_over_tcp(a: &str, b: &str, transport: &str, block_udp: bool, want_path: 
         code(b),
         if block_udp { "u" } else { "" }
     );
-    let lab = tcp_lab(&prefix, a, b, TcpLabOpts { block_udp });
+    let opts = TcpLabOpts {
+        block_udp,
+        udp_to_server_only: false,
+    };
+    let lab = tcp_lab(&prefix, a, b, opts);
     let extra = ["--transport", transport];
     let mut pair = Pair::start_with(&lab, &lab.ns("a"), &lab.ns("b"), "auto", &extra);
     let connected = pair.connected();

@@ -7,7 +7,10 @@ use std::process::Command;
 
 use lab::tcp::{tcp_lab, tcp_pair, Expect, TcpLabOpts};
 
-const BLOCKED: TcpLabOpts = TcpLabOpts { block_udp: true };
+const BLOCKED: TcpLabOpts = TcpLabOpts {
+    block_udp: true,
+    udp_to_server_only: false,
+};
 
 /// The lab really drops UDP: a datagram from host b never reaches the server.
 #[test]

@@ -283,7 +283,7 @@ pub struct Outcome {
 }
 
 /// One chat run: alice listens in `ns_a`, bob (in `ns_b`) connects to her and both talk.
-/// Both run with `--relay never`: this proves hole punching alone.
+/// Both run with `--relay never --transport udp`: this proves UDP hole punching alone.
 pub fn chat_run(lab: &Lab, ns_a: &str, ns_b: &str, expect_direct: bool) -> Outcome {
     let (_server, addr) = start_server(lab);
     let home = tempdir(&lab.prefix);
@@ -303,6 +303,8 @@ pub fn chat_run(lab: &Lab, ns_a: &str, ns_b: &str, expect_direct: bool) -> Outco
             &timeout,
             "--relay",
             "never",
+            "--transport",
+            "udp",
         ]
         .iter()
         .map(|s| s.to_string())

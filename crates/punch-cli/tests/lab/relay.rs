@@ -42,6 +42,10 @@ pub fn chat_args(addr: &str, name: &str, home: &str, relay: &str, extra: &[&str]
     if !extra.contains(&"--punch-timeout") {
         v.extend(["--punch-timeout".to_string(), "3".to_string()]);
     }
+    // These scenarios are about UDP and its relay, unless the test picks a transport.
+    if !extra.contains(&"--transport") {
+        v.extend(["--transport".to_string(), "udp".to_string()]);
+    }
     v.extend(extra.iter().map(|s| s.to_string()));
     v
 }

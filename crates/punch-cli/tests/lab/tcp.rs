@@ -79,6 +79,8 @@ pub fn wait_tcp_listening(lab: &Lab, port: u16) {
 pub struct TcpLabOpts {
     /// Routers forward no UDP (`punch-lab up --block-udp`).
     pub block_udp: bool,
+    /// Routers forward UDP only to and from the server (`punch-lab up --block-udp-peers`).
+    pub udp_to_server_only: bool,
 }
 
 /// Two sites of the given router types for a TCP run.
@@ -91,6 +93,9 @@ pub fn tcp_lab(prefix: &str, a: &str, b: &str, opts: TcpLabOpts) -> Lab {
     let mut args = vec!["up", "--replace", "--wan-input", &wan_input];
     if opts.block_udp {
         args.push("--block-udp");
+    }
+    if opts.udp_to_server_only {
+        args.push("--block-udp-peers");
     }
     args.extend([prefix, a, b]);
     Lab::build(&args, prefix)
