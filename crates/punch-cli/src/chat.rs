@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use punch::client::{Client, ClientConfig, ClientError, ClientEvent, ConnectError, PeerConnection};
 use punch::identity::{Identity, PublicKey};
-use punch::tcp::client::{TcpClient, TcpClientConfig, TcpPeerConnection};
+use punch::tcp::client::{RelayEnd, TcpClient, TcpClientConfig, TcpPeerConnection};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinSet;
@@ -37,6 +37,12 @@ const PEER_QUEUE: usize = 256;
 /// How long a reader whose peer ended its QUIC stream waits for the TCP connection the
 /// peer moved to (it reaches us within a round trip or two of the stream's end).
 const MOVE_WAIT: Duration = Duration::from_secs(10);
+/// How long a chat on the TCP relay waits, once its stream ended, for the server's word
+/// on why (it comes on the control connection).
+const RELAY_REASON_WAIT: Duration = Duration::from_millis(500);
+/// A TCP chat idle this long sends a keepalive: well inside the relay's default idle
+/// timeout (60 s) and the shortest NAT timeouts for established TCP.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(20);
 /// How long leaving waits for the peers to acknowledge what was sent.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -370,6 +376,8 @@ pub async fn run(opts: ChatOptions, reporter: Reporter) -> Result<()> {
     loop {
         tokio::select! {
             line = lines.next_line() => match line {
+                // An empty message is a keepalive on the wire: nothing to send.
+                Ok(Some(line)) if line.is_empty() => {}
                 Ok(Some(line)) => broadcast(&shared, line).await,
                 Ok(None) => break,
                 Err(e) => { reporter.error(None, &format!("reading stdin: {e}")); break; }
@@ -695,7 +703,7 @@ async fn attach(shared: Arc<Shared>, j: Joining, counted: bool) {
                 shared.clone(),
                 name.clone(),
             ));
-            tcp_reader(Box::new(r), cancel, &shared, &name).await
+            tcp_reader(Box::new(r), cancel, pc.relay_end, &shared, &name).await
         }
         None => return,
     };
@@ -729,7 +737,8 @@ fn move_to_tcp(shared: &Shared, entry: &mut PeerEntry, mover: Mover, pc: TcpPeer
         .path(&pc.name, p.kind, p.candidate, p.remote, "tcp", &reason);
 }
 
-/// Send every message as it comes, until the chat drops the sender. False on failure.
+/// Send every message as it comes over a TCP stream (keepalives when idle), until the
+/// chat drops the sender. False on failure.
 async fn write_loop<W: AsyncWrite + Unpin>(
     w: &mut W,
     rx: &mut mpsc::Receiver<String>,
@@ -742,12 +751,19 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             return false;
         }
     }
-    while let Some(line) = rx.recv().await {
+    loop {
+        let line = tokio::select! {
+            line = rx.recv() => match line {
+                Some(line) => line,
+                None => return true,
+            },
+            // Idle: a keepalive (an empty message) keeps the relay and NATs from timing out.
+            _ = tokio::time::sleep(TCP_KEEPALIVE) => String::new(),
+        };
         if !send_line(w, &line, shared, name).await {
             return false;
         }
     }
-    true
 }
 
 async fn send_line<W: AsyncWrite + Unpin>(
@@ -863,7 +879,7 @@ async fn quic_reader(
         Some((r, cancel)) => {
             handoff.step();
             drop(conn);
-            tcp_reader(r, cancel, shared, name).await
+            tcp_reader(r, cancel, None, shared, name).await
         }
         None => "peer finished".to_string(),
     }
@@ -893,13 +909,27 @@ async fn tcp_write(
     }
 }
 
-async fn tcp_reader(mut r: BoxRead, cancel: Arc<Notify>, shared: &Shared, name: &str) -> String {
-    tokio::select! {
+async fn tcp_reader(
+    mut r: BoxRead,
+    cancel: Arc<Notify>,
+    relay_end: Option<RelayEnd>,
+    shared: &Shared,
+    name: &str,
+) -> String {
+    let reason = tokio::select! {
         end = read_loop(&mut r, shared, name) => match end {
             Ok(()) => "peer finished".to_string(),
             Err(reason) => reason,
         },
-        _ = cancel.notified() => "duplicate connection".to_string(),
+        _ = cancel.notified() => return "duplicate connection".to_string(),
+    };
+    // On the TCP relay, the server may have ended the session (a limit): say so.
+    match relay_end {
+        Some(mut end) => match end.reason(RELAY_REASON_WAIT).await {
+            Some(why) => format!("relay closed: {why}"),
+            None => reason,
+        },
+        None => reason,
     }
 }
 

@@ -62,13 +62,15 @@ enum Command {
         /// Do not relay traffic between peers (they must punch a direct path).
         #[arg(long)]
         no_relay: bool,
-        /// Relay rate limit per session, in Mbit/s (over it, datagrams are dropped).
+        /// Relay rate limit per session, in Mbit/s (over it, UDP datagrams are dropped and
+        /// a TCP relay reads more slowly). The relay limits apply to UDP and TCP alike.
         #[arg(long, default_value_t = 100.0, value_name = "MBIT")]
         relay_rate: f64,
         /// Relay volume limit per session, in MiB (reaching it ends the session).
         #[arg(long, default_value_t = 10240, value_name = "MIB")]
         relay_max_mib: u64,
-        /// Seconds after which an idle relay session is forgotten.
+        /// Seconds after which an idle relay session is forgotten (a TCP one is closed, and
+        /// both peers are told why).
         #[arg(long, default_value_t = 60.0, value_name = "SECS")]
         relay_idle_timeout: f64,
         /// TCP assist port (TCP hole punching; the TCP main port is the --listen port).
@@ -219,7 +221,7 @@ fn main() -> Result<()> {
                     alt_ip: alt_addr,
                     alt_port,
                     rendezvous: RendezvousConfig {
-                        relay,
+                        relay: relay.clone(),
                         ..RendezvousConfig::default()
                     },
                 };
@@ -256,6 +258,8 @@ fn main() -> Result<()> {
                             relay: !no_relay,
                             ..Default::default()
                         },
+                        // The same limits as the UDP relay, per relayed TCP session.
+                        relay_limits: relay,
                     };
                     match punch::tcp::server::TcpServerHandle::spawn(tcp_main, assist, tcp_cfg)
                         .await

@@ -102,6 +102,27 @@ impl RelayUsage {
         self.last_activity = Some(now);
         Admit::Forward
     }
+
+    /// How long until `len` bytes fit the rate (zero if they fit now). For a stream relay,
+    /// which waits instead of dropping; `len` must not exceed one second's worth.
+    pub fn wait_for(&self, cfg: &RelayConfig, now: Instant, len: usize) -> Duration {
+        let elapsed = now.saturating_duration_since(self.refilled);
+        let add = (u128::from(cfg.rate) * elapsed.as_nanos() / 1_000_000_000) as u64;
+        let have = self.tokens.saturating_add(add).min(cfg.rate);
+        let missing = (len as u64).saturating_sub(have);
+        if missing == 0 || cfg.rate == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_nanos(
+            (u128::from(missing) * 1_000_000_000 / u128::from(cfg.rate)) as u64 + 1,
+        )
+    }
+
+    /// When the session goes idle (`idle_timeout` after the last forwarded bytes, or
+    /// after `started` if nothing was forwarded yet).
+    pub fn idle_at(&self, cfg: &RelayConfig, started: Instant) -> Instant {
+        self.last_activity.unwrap_or(started) + cfg.idle_timeout
+    }
 }
 
 #[cfg(test)]
@@ -123,6 +144,25 @@ mod tests {
             Admit::Forward
         );
         assert_eq!(u.total, 1200);
+    }
+
+    #[test]
+    fn wait_for_says_when_bytes_fit_the_rate() {
+        let cfg = RelayConfig {
+            rate: 1000,
+            ..RelayConfig::default()
+        };
+        let t0 = Instant::now();
+        let mut u = RelayUsage::new(&cfg, t0);
+        assert_eq!(u.wait_for(&cfg, t0, 1000), Duration::ZERO);
+        assert_eq!(u.admit(&cfg, t0, 1000), Admit::Forward);
+        let wait = u.wait_for(&cfg, t0, 500);
+        assert!(
+            wait >= Duration::from_millis(500) && wait < Duration::from_millis(501),
+            "{wait:?}"
+        );
+        assert_eq!(u.admit(&cfg, t0 + wait, 500), Admit::Forward);
+        assert_eq!(u.idle_at(&cfg, t0), t0 + wait + cfg.idle_timeout);
     }
 
     #[test]

@@ -12,8 +12,10 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
+/// A splice: the joined relay connections and the two control connections.
+type Spliced = ((ConnId, ConnId), (ConnId, ConnId));
 /// Frames sent per connection, closes and splices.
-type Drained = (Vec<(ConnId, Frame)>, Vec<ConnId>, Vec<(ConnId, ConnId)>);
+type Drained = (Vec<(ConnId, Frame)>, Vec<ConnId>, Vec<Spliced>);
 
 /// Drain the registry's actions.
 fn drain(r: &mut TcpRegistry) -> Drained {
@@ -27,7 +29,9 @@ fn drain(r: &mut TcpRegistry) -> Drained {
                 assert_eq!(rd.buffered(), 0, "one frame per send");
             }
             Action::Close(c) => closed.push(c),
-            Action::Splice(a, b) => spliced.push((a, b)),
+            Action::Splice {
+                joins, controls, ..
+            } => spliced.push((joins, controls)),
         }
     }
     (sent, closed, spliced)
@@ -154,7 +158,7 @@ fn assist_sequence_introduces_both_sides_then_relays() {
     r.handle_open(now, b_relay, Listener::Main, addr("198.51.100.6:43001"));
     r.handle_frame(now, b_relay, Frame::TcpRelayJoin { session });
     let (sent, _, spliced) = drain(&mut r);
-    assert_eq!(spliced, vec![(a_relay, b_relay)]);
+    assert_eq!(spliced, vec![((a_relay, b_relay), (a_main, b_main))]);
     assert!(sent.contains(&(a_relay, Frame::TcpRelayReady { session })));
     assert!(sent.contains(&(b_relay, Frame::TcpRelayReady { session })));
     assert_eq!(r.stats().relays, 1);

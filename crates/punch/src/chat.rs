@@ -2,7 +2,9 @@
 //!
 //! Owns the message framing: each side writes every message as a 4-byte big-endian length
 //! followed by that many bytes of UTF-8 (over QUIC, on one unidirectional stream per
-//! side). It does not own who is connected or how lines are shown (the CLI does).
+//! side). An empty message is a keepalive: a sender may write one on an idle stream (TCP
+//! has no keepalive of its own that a relay or a NAT would see), and readers skip it. It
+//! does not own who is connected or how lines are shown (the CLI does).
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -29,7 +31,7 @@ fn stream_err(e: std::io::Error) -> ChatError {
     ChatError::Stream(e.to_string())
 }
 
-/// Send one message and flush it.
+/// Send one message and flush it. An empty `text` is a keepalive, which the peer skips.
 pub async fn send_message<W: AsyncWrite + Unpin>(w: &mut W, text: &str) -> Result<(), ChatError> {
     if text.len() > MAX_MESSAGE_LEN {
         return Err(ChatError::TooLong(text.len()));
@@ -43,9 +45,18 @@ pub async fn send_message<W: AsyncWrite + Unpin>(w: &mut W, text: &str) -> Resul
     w.flush().await.map_err(stream_err)
 }
 
-/// Read the next message; `Ok(None)` when the peer ended its stream between messages.
-/// A stream that ends inside a message is an error, not a quiet end.
+/// Read the next message, skipping keepalives; `Ok(None)` when the peer ended its stream
+/// between messages. A stream that ends inside a message is an error, not a quiet end.
 pub async fn read_message<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<String>, ChatError> {
+    loop {
+        match read_one(r).await? {
+            Some(text) if text.is_empty() => continue,
+            other => return Ok(other),
+        }
+    }
+}
+
+async fn read_one<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<String>, ChatError> {
     let mut len = [0u8; 4];
     if r.read(&mut len[..1]).await.map_err(stream_err)? == 0 {
         return Ok(None);

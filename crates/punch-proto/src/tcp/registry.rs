@@ -58,9 +58,18 @@ pub enum Action {
     Send(ConnId, Vec<u8>),
     /// Close the connection (after writing what was queued for it).
     Close(ConnId),
-    /// Stop reading frames from both connections and copy bytes between them, both ways.
-    /// The [`Frame::TcpRelayReady`] frames were queued on both just before.
-    Splice(ConnId, ConnId),
+    /// Stop reading frames from both `joins` and copy bytes between them, both ways. The
+    /// [`Frame::TcpRelayReady`] frames were queued on both just before. `controls` are the
+    /// two peers' control connections: where a [`Frame::RelayClosed`] goes if the relay
+    /// ends the session (a limit reached).
+    Splice {
+        /// The session relayed.
+        session: u64,
+        /// The two relay connections, joined.
+        joins: (ConnId, ConnId),
+        /// The requester's and the target's control connections.
+        controls: (ConnId, ConnId),
+    },
 }
 
 /// Tunables.
@@ -531,6 +540,7 @@ impl TcpRegistry {
             return;
         }
         let (a, b) = (s.relay_joins[0], s.relay_joins[1]);
+        let controls = (s.requester.conn, s.target.conn);
         self.sessions.remove(&session);
         for c in [a, b] {
             if let Some(c) = self.conns.get_mut(&c) {
@@ -539,7 +549,11 @@ impl TcpRegistry {
             self.send(c, &Frame::TcpRelayReady { session });
         }
         self.stats.relays += 1;
-        self.actions.push_back(Action::Splice(a, b));
+        self.actions.push_back(Action::Splice {
+            session,
+            joins: (a, b),
+            controls,
+        });
     }
 
     fn expire(&mut self, now: Instant) {

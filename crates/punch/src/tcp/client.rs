@@ -20,7 +20,7 @@ use rand::Rng;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
@@ -115,7 +115,28 @@ pub struct TcpPeerConnection {
     pub stream: TlsStream<TcpStream>,
     /// The path it runs on.
     pub path: TcpPath,
+    /// For a relayed connection: why the server's relay ended it, when it does (a limit).
+    pub relay_end: Option<RelayEnd>,
 }
+
+/// Why the server's relay ended a relayed connection (the volume limit, the idle
+/// timeout). The reason travels on the control connection, so it may trail the end of the
+/// relayed stream by a moment.
+#[derive(Debug, Clone)]
+pub struct RelayEnd(watch::Receiver<Option<String>>);
+
+impl RelayEnd {
+    /// The reason the relay gave, waiting up to `wait` for it; `None` if it gave none
+    /// (the peer closed the connection, or the network failed).
+    pub async fn reason(&mut self, wait: Duration) -> Option<String> {
+        let _ = tokio::time::timeout(wait, self.0.wait_for(|r| r.is_some())).await;
+        self.0.borrow().clone()
+    }
+}
+
+/// Relayed connections whose end we may hear of, at most (older ones are forgotten once
+/// their connection is dropped).
+const MAX_RELAY_ENDS: usize = 1024;
 
 /// Why a TCP connection could not be made.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -183,6 +204,8 @@ struct Ctx {
     local_ip: IpAddr,
     ctl: mpsc::Sender<Ctl>,
     incoming: mpsc::Sender<TcpPeerConnection>,
+    /// Relayed connections by session, to tell them why the relay ended them.
+    relay_ends: std::sync::Mutex<HashMap<u64, watch::Sender<Option<String>>>>,
 }
 
 /// A TCP client registered with the server; its tasks stop when it is dropped.
@@ -295,6 +318,7 @@ impl TcpClient {
             local_ip: local.ip(),
             ctl: ctl_tx.clone(),
             incoming: in_tx,
+            relay_ends: std::sync::Mutex::new(HashMap::new()),
         });
         let task = tokio::spawn(control(ctx, stream, ctl_rx, register));
         Ok(TcpClient {
@@ -431,6 +455,13 @@ async fn control(
                         Frame::TcpRelay { session } => {
                             if let Some(s) = sessions.get(&session) {
                                 let _ = s.try_send(SessionMsg::Relay);
+                            }
+                        }
+                        Frame::RelayClosed { session, reason } => {
+                            let mut ends = ctx.relay_ends.lock().unwrap_or_else(|e| e.into_inner());
+                            if let Some(tx) = ends.remove(&session) {
+                                info!(session, %reason, "the relay ended a relayed connection");
+                                let _ = tx.send(Some(reason));
                             }
                         }
                         Frame::Error { txn, code, reason } => {
@@ -702,6 +733,7 @@ async fn initiate(
                             candidate,
                             remote,
                         },
+                        relay_end: None,
                     })
                 }
                 Err(e) => {
@@ -724,12 +756,13 @@ async fn initiate(
     let stream = tls_client(ctx, stream, key)
         .await
         .map_err(TcpConnectError::Handshake)?;
-    Ok(relayed(ctx, peer.name, key, stream))
+    Ok(relayed(ctx, session, peer.name, key, stream))
 }
 
 /// A connection to `name` carried by the server's TCP relay.
 fn relayed(
     ctx: &Ctx,
+    session: u64,
     name: String,
     key: PublicKey,
     stream: TlsStream<TcpStream>,
@@ -743,7 +776,22 @@ fn relayed(
             candidate: "relay",
             remote: ctx.server_main,
         },
+        relay_end: relay_end(ctx, session),
     }
+}
+
+/// Listen for the relay's word on how `session` ended.
+fn relay_end(ctx: &Ctx, session: u64) -> Option<RelayEnd> {
+    let mut ends = ctx.relay_ends.lock().unwrap_or_else(|e| e.into_inner());
+    if ends.len() >= MAX_RELAY_ENDS {
+        ends.retain(|_, tx| !tx.is_closed());
+    }
+    if ends.len() >= MAX_RELAY_ENDS {
+        return None;
+    }
+    let (tx, rx) = watch::channel(None);
+    ends.insert(session, tx);
+    Some(RelayEnd(rx))
 }
 
 /// The target's side of a session.
@@ -806,6 +854,7 @@ async fn respond(
                                 key,
                                 stream,
                                 path: TcpPath { kind: "direct", candidate, remote },
+                                relay_end: None,
                             });
                         }
                         Ok(Err(e)) => debug!(error = %e, "TLS on punched connection failed"),
@@ -841,5 +890,5 @@ async fn respond(
     let stream = tls_server(ctx.identity.clone(), stream, key)
         .await
         .map_err(TcpConnectError::Handshake)?;
-    Ok(relayed(ctx, peer.name, key, stream))
+    Ok(relayed(ctx, session, peer.name, key, stream))
 }

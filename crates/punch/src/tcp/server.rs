@@ -12,11 +12,12 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use punch_proto::tcp::framing::FrameReader;
+use punch_proto::relay::{Admit, RelayConfig, RelayUsage};
+use punch_proto::tcp::framing::{encode_framed, FrameReader};
 use punch_proto::tcp::registry::{Action, ConnId, Listener, TcpRegistry, TcpRegistryConfig};
 use punch_proto::wire::Frame;
 use rand::Rng;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
@@ -36,11 +37,25 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a splice waits for both connections to be handed over.
 const SPLICE_HANDOVER: Duration = Duration::from_secs(5);
 
+/// Largest read of a relayed stream (also bounded by one second's worth of the rate).
+const RELAY_CHUNK: usize = 16 * 1024;
+
 /// How the TCP server is set up.
 #[derive(Debug, Clone, Default)]
 pub struct TcpServerConfig {
     /// Registry tunables (tables, lifetimes, relay on/off).
     pub registry: TcpRegistryConfig,
+    /// Per-session relay limits, as for the UDP relay: a relayed stream over the rate
+    /// waits (TCP pushes back on the sender); the volume limit and the idle timeout end
+    /// the session, and both peers hear why on their control connections.
+    pub relay_limits: RelayConfig,
+}
+
+/// A relayed session the relay ended, and why.
+struct RelayEnded {
+    session: u64,
+    controls: (ConnId, ConnId),
+    reason: String,
 }
 
 /// The server's two bound listeners.
@@ -99,7 +114,7 @@ pub async fn run(
     let (tx, mut inbox) = mpsc::channel::<Event>(INBOX);
     let mut conns: HashMap<ConnId, (mpsc::Sender<Cmd>, IpAddr)> = HashMap::new();
     let mut per_ip: HashMap<IpAddr, usize> = HashMap::new();
-    let mut tasks = JoinSet::new();
+    let mut tasks: JoinSet<Option<RelayEnded>> = JoinSet::new();
     let mut next_id = 0u64;
     tokio::pin!(shutdown);
     loop {
@@ -137,7 +152,20 @@ pub async fn run(
                 }
                 None
             }
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => None,
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Ok(Some(ended)) = done {
+                    info!(session = ended.session, reason = %ended.reason, "TCP relay ended");
+                    let frame = Frame::RelayClosed { session: ended.session, reason: ended.reason };
+                    if let Ok(bytes) = encode_framed(&frame) {
+                        for id in [ended.controls.0, ended.controls.1] {
+                            if let Some((c, _)) = conns.get(&id) {
+                                let _ = c.try_send(Cmd::Send(bytes.clone()));
+                            }
+                        }
+                    }
+                }
+                None
+            }
             _ = tokio::time::sleep_until(wake) => None,
         };
         if let Some((listener, r)) = accepted {
@@ -154,7 +182,11 @@ pub async fn run(
                             let (ctx, crx) = mpsc::channel(CONN_QUEUE);
                             conns.insert(id, (ctx, remote.ip()));
                             let _ = stream.set_nodelay(true);
-                            tasks.spawn(conn_task(id, stream, crx, tx.clone()));
+                            let task = conn_task(id, stream, crx, tx.clone());
+                            tasks.spawn(async move {
+                                task.await;
+                                None
+                            });
                         }
                     }
                 }
@@ -181,13 +213,25 @@ pub async fn run(
                     }
                     None => registry.handle_close(id),
                 },
-                Action::Splice(a, b) => {
+                Action::Splice {
+                    session,
+                    joins: (a, b),
+                    controls,
+                } => {
                     let (ta, ra) = oneshot::channel();
                     let (tb, rb) = oneshot::channel();
                     if let (Some((ca, _)), Some((cb, _))) = (conns.get(&a), conns.get(&b)) {
                         let _ = ca.try_send(Cmd::Surrender(ta));
                         let _ = cb.try_send(Cmd::Surrender(tb));
-                        tasks.spawn(splice(ra, rb));
+                        let limits = cfg.relay_limits.clone();
+                        tasks.spawn(async move {
+                            let reason = splice(ra, rb, limits).await?;
+                            Some(RelayEnded {
+                                session,
+                                controls,
+                                reason,
+                            })
+                        });
                     }
                 }
             }
@@ -255,23 +299,92 @@ async fn conn_task(
     let _ = events.send(Event::Closed(id)).await;
 }
 
+/// Relay between two joined connections until both ends finish, or a limit ends the
+/// session (the reason is returned).
 async fn splice(
     a: oneshot::Receiver<(TcpStream, Vec<u8>)>,
     b: oneshot::Receiver<(TcpStream, Vec<u8>)>,
-) {
-    let Ok((Ok((mut a, rest_a)), Ok((mut b, rest_b)))) =
+    limits: RelayConfig,
+) -> Option<String> {
+    let Ok((Ok((a, rest_a)), Ok((b, rest_b)))) =
         tokio::time::timeout(SPLICE_HANDOVER, async { (a.await, b.await) }).await
     else {
-        return;
+        return None;
     };
+    let started = Instant::now().into_std();
+    let usage = std::sync::Mutex::new(RelayUsage::new(&limits, started));
+    let (mut ar, mut aw) = a.into_split();
+    let (mut br, mut bw) = b.into_split();
     // Bytes a side sent before the splice (none with our client) go to the other side.
-    if b.write_all(&rest_a).await.is_err() || a.write_all(&rest_b).await.is_err() {
-        return;
+    let ab = pump(&mut ar, &mut bw, rest_a, &usage, &limits);
+    let ba = pump(&mut br, &mut aw, rest_b, &usage, &limits);
+    let idle = async {
+        loop {
+            let at = lock(&usage).idle_at(&limits, started);
+            if Instant::now().into_std() >= at {
+                return format!(
+                    "relay idle timeout: nothing relayed for {:?}",
+                    limits.idle_timeout
+                );
+            }
+            tokio::time::sleep_until(Instant::from_std(at)).await;
+        }
+    };
+    let ended = tokio::select! {
+        r = async { tokio::try_join!(ab, ba) } => r.err(),
+        reason = idle => Some(reason),
+    };
+    let u = lock(&usage);
+    debug!(bytes = u.total, reason = ?ended, "TCP relay finished");
+    ended
+}
+
+/// Copy one direction of a relayed session within the limits. `Ok` when the sender has
+/// finished (or the connection failed), `Err` with the reason when a limit ends the session.
+async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    r: &mut R,
+    w: &mut W,
+    first: Vec<u8>,
+    usage: &std::sync::Mutex<RelayUsage>,
+    limits: &RelayConfig,
+) -> Result<(), String> {
+    let chunk = RELAY_CHUNK.min(usize::try_from(limits.rate).unwrap_or(usize::MAX).max(1));
+    let mut buf = vec![0u8; chunk];
+    let mut pending = first;
+    loop {
+        if pending.is_empty() {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    let _ = w.shutdown().await;
+                    return Ok(());
+                }
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+            }
+        }
+        for part in pending.chunks(chunk) {
+            loop {
+                let now = Instant::now().into_std();
+                let wait = {
+                    let mut u = lock(usage);
+                    match u.admit(limits, now, part.len()) {
+                        Admit::Forward => break,
+                        Admit::Close(reason) => return Err(reason),
+                        Admit::OverRate => u.wait_for(limits, now, part.len()),
+                    }
+                };
+                // Over the rate: wait (not reading meanwhile, so TCP slows the sender).
+                tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+            }
+            if w.write_all(part).await.is_err() {
+                return Ok(());
+            }
+        }
+        pending.clear();
     }
-    match tokio::io::copy_bidirectional(&mut a, &mut b).await {
-        Ok((ab, ba)) => debug!(ab, ba, "relay finished"),
-        Err(e) => debug!(error = %e, "relay ended"),
-    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A TCP server running in the background; stops (with every connection and relay) when dropped.
