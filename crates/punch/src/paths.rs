@@ -120,6 +120,10 @@ impl PathTable {
     /// answered, so the path is proven both ways; without this, our answers to its
     /// handshake would be dropped until our own punching finishes.
     pub fn learn_direct(&self, v: SocketAddr, real: SocketAddr) {
+        // Called for received datagrams: the common case (a path exists) needs no write.
+        if self.read().active.get(&v) != Some(&Active::None) {
+            return;
+        }
         let mut t = self.write();
         if let Some(a) = t.active.get_mut(&v) {
             if *a == Active::None {

@@ -7,6 +7,12 @@
 //! of them leave through this one socket, the NAT mapping the server observed is exactly
 //! the one a peer punches toward.
 //!
+//! Datagrams move in batches, since system calls are most of the cost of a bulk
+//! transfer: the receive loop reads many per call (recvmmsg, and GRO trains of one
+//! sender's datagrams, through quinn-udp) and hands quinn its share as one batch; quinn's
+//! sends leave as GSO trains of up to ten datagrams per call, on the relay path with a
+//! relay header in front of every segment.
+//!
 //! It does not own what the datagrams mean: the client's control task does.
 
 use std::fmt;
@@ -14,12 +20,14 @@ use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 
 use punch_proto::wire;
-use quinn::udp::{RecvMeta, Transmit};
+use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
 use quinn::{AsyncUdpSocket, UdpPoller};
+use tokio::io::Interest;
 
 use crate::paths::{PathTable, Route};
 use tokio::sync::mpsc;
@@ -33,6 +41,11 @@ pub const MAX_DATAGRAM: usize = 2048;
 pub const QUIC_QUEUE: usize = 1024;
 /// Control datagrams queued before new ones are dropped.
 pub const CONTROL_QUEUE: usize = 1024;
+/// Receive buffers per system call (recvmmsg). Each holds one datagram, or with GRO a
+/// train of them from one sender.
+const RECV_SLOTS: usize = 8;
+/// Size of a receive buffer when the kernel coalesces datagrams (GRO): the largest train.
+const GRO_BUF: usize = 64 * 1024;
 
 /// A non-QUIC datagram for the control task.
 #[derive(Debug)]
@@ -51,15 +64,19 @@ fn is_quic(first: u8) -> bool {
 
 struct Inner {
     udp: tokio::net::UdpSocket,
+    /// quinn-udp's view of the same socket: batched receive (recvmmsg, GRO) and GSO sends.
+    state: UdpSocketState,
     /// Virtual peer addresses (what quinn sees) and their real paths.
     paths: Arc<PathTable>,
     /// Taken for writing while a datagram leaves with a non-default TTL, so no other
     /// datagram leaves with the temporary TTL; every normal send takes it for reading.
     ttl_lock: RwLock<()>,
     default_ttl: u32,
-    quic_rx: Mutex<mpsc::Receiver<(SocketAddr, Vec<u8>)>>,
+    quic_rx: Mutex<QuicRx>,
     /// Feeds quinn; also used to hand over parked datagrams.
-    quic_tx: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+    quic_tx: mpsc::Sender<QuicBatch>,
+    /// QUIC datagrams queued for quinn, at most [`QUIC_QUEUE`].
+    queued: AtomicUsize,
     /// Relayed datagrams of sessions not mapped yet.
     parked: Mutex<Parked>,
 }
@@ -96,6 +113,29 @@ impl Parked {
     }
 }
 
+/// QUIC datagrams received together, handed to quinn together (one channel operation and
+/// one allocation per batch, not per datagram).
+#[derive(Default)]
+struct QuicBatch {
+    data: Vec<u8>,
+    /// (from, start, end) of each datagram in `data`.
+    items: Vec<(SocketAddr, usize, usize)>,
+}
+
+impl QuicBatch {
+    fn push(&mut self, from: SocketAddr, datagram: &[u8]) {
+        let start = self.data.len();
+        self.data.extend_from_slice(datagram);
+        self.items.push((from, start, self.data.len()));
+    }
+}
+
+/// quinn's end of the queue, with the batch it is part way through.
+struct QuicRx {
+    rx: mpsc::Receiver<QuicBatch>,
+    current: Option<(QuicBatch, usize)>,
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -128,19 +168,27 @@ impl DemuxSocket {
         addr: SocketAddr,
     ) -> io::Result<(DemuxSocket, mpsc::Receiver<ControlDatagram>)> {
         let udp = tokio::net::UdpSocket::bind(addr).await?;
+        let state = UdpSocketState::new((&udp).into())?;
         let default_ttl = udp.ttl()?;
+        // Every queued batch holds at least one datagram, and at most QUIC_QUEUE datagrams
+        // are queued, so the channel never fills before the count does.
         let (quic_tx, quic_rx) = mpsc::channel(QUIC_QUEUE);
         let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_QUEUE);
         let inner = Arc::new(Inner {
             udp,
+            state,
             paths: Arc::new(PathTable::default()),
             ttl_lock: RwLock::new(()),
             default_ttl,
-            quic_rx: Mutex::new(quic_rx),
-            quic_tx: quic_tx.clone(),
+            quic_rx: Mutex::new(QuicRx {
+                rx: quic_rx,
+                current: None,
+            }),
+            quic_tx,
+            queued: AtomicUsize::new(0),
             parked: Mutex::new(Parked::default()),
         });
-        let task = tokio::spawn(recv_loop(Arc::downgrade(&inner), quic_tx, ctl_tx));
+        let task = tokio::spawn(recv_loop(Arc::downgrade(&inner), ctl_tx));
         Ok((
             DemuxSocket {
                 inner,
@@ -164,9 +212,11 @@ impl DemuxSocket {
     /// arrived before this call are handed to quinn now.
     pub fn map_relay_session(&self, session: u64, v: SocketAddr) {
         self.inner.paths.relay_session(session, v);
+        let mut batch = QuicBatch::default();
         for data in lock(&self.inner.parked).take(session) {
-            let _ = self.inner.quic_tx.try_send((v, data));
+            batch.push(v, &data);
         }
+        self.inner.queue_for_quinn(batch);
     }
 
     /// Send a datagram now (control traffic). `ttl` overrides the IP TTL for this datagram.
@@ -214,18 +264,104 @@ pub(crate) fn raw_send(
     socket2::SockRef::from(udp).send_to(data, &dest.into())
 }
 
-async fn recv_loop(
-    inner: std::sync::Weak<Inner>,
-    quic_tx: mpsc::Sender<(SocketAddr, Vec<u8>)>,
-    ctl_tx: mpsc::Sender<ControlDatagram>,
-) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+impl Inner {
+    /// Queue `batch` for quinn, dropping what does not fit in [`QUIC_QUEUE`] (as a
+    /// congested link would).
+    fn queue_for_quinn(&self, mut batch: QuicBatch) {
+        let queued = self.queued.load(Ordering::Relaxed);
+        let room = QUIC_QUEUE.saturating_sub(queued);
+        if batch.items.len() > room {
+            trace!(
+                dropped = batch.items.len() - room,
+                "quic queue full; datagrams dropped"
+            );
+            batch.items.truncate(room);
+        }
+        let n = batch.items.len();
+        if n == 0 {
+            return;
+        }
+        self.queued.fetch_add(n, Ordering::Relaxed);
+        if self.quic_tx.try_send(batch).is_err() {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            trace!("quic queue closed; datagrams dropped");
+        }
+    }
+
+    /// Send QUIC datagrams (several of `segment_size` bytes each, the last possibly
+    /// shorter, when `segment_size` is set: one GSO system call).
+    fn send_quic(
+        &self,
+        dest: SocketAddr,
+        contents: &[u8],
+        segment_size: Option<usize>,
+    ) -> io::Result<()> {
+        let transmit = Transmit {
+            destination: dest,
+            ecn: None,
+            contents,
+            segment_size,
+            src_ip: None,
+        };
+        // Through tokio's readiness, so a full buffer parks quinn until the socket is
+        // writable again instead of making it retry at once.
+        self.udp.try_io(Interest::WRITABLE, || {
+            self.state.send((&self.udp).into(), &transmit)
+        })
+    }
+}
+
+/// Remembers the last lookup of a receive batch: a GRO train, and most batches, come from
+/// one sender, so the path table is consulted once, not once per datagram.
+struct LastLookup<K> {
+    key: Option<(K, Option<SocketAddr>)>,
+}
+
+impl<K: PartialEq + Copy> LastLookup<K> {
+    fn new() -> Self {
+        LastLookup { key: None }
+    }
+
+    fn get(&mut self, key: K, lookup: impl FnOnce(K) -> Option<SocketAddr>) -> Option<SocketAddr> {
+        match self.key {
+            Some((k, v)) if k == key => v,
+            _ => {
+                let v = lookup(key);
+                self.key = Some((key, v));
+                v
+            }
+        }
+    }
+}
+
+async fn recv_loop(inner: std::sync::Weak<Inner>, ctl_tx: mpsc::Sender<ControlDatagram>) {
+    let Some(sock) = inner.upgrade() else { return };
+    // Without GRO every buffer holds one datagram; with it, up to a whole train.
+    let slot = if sock.state.gro_segments() > 1 {
+        GRO_BUF
+    } else {
+        MAX_DATAGRAM
+    };
+    // BATCH_SIZE is at least 1 (1 where recvmmsg is missing).
+    let slots = RECV_SLOTS.min(quinn::udp::BATCH_SIZE);
+    drop(sock);
+    let mut storage = vec![0u8; slot * slots];
+    let mut meta = vec![RecvMeta::default(); slots];
     loop {
         let Some(sock) = inner.upgrade() else { return };
-        let res = sock.udp.recv_from(&mut buf).await;
-        drop(sock);
-        let (n, from) = match res {
-            Ok(x) => x,
+        let n = {
+            let mut bufs: Vec<IoSliceMut<'_>> =
+                storage.chunks_mut(slot).map(IoSliceMut::new).collect();
+            match sock.udp.readable().await {
+                Ok(()) => sock.udp.try_io(Interest::READABLE, || {
+                    sock.state.recv((&sock.udp).into(), &mut bufs, &mut meta)
+                }),
+                Err(e) => Err(e),
+            }
+        };
+        let n = match n {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => {
                 // ICMP errors (port unreachable after a probe to a dead candidate) surface
                 // here on some systems; they say nothing about the socket itself.
@@ -233,46 +369,69 @@ async fn recv_loop(
                 continue;
             }
         };
-        if n == 0 {
-            continue;
+        let mut batch = QuicBatch::default();
+        let mut by_real = LastLookup::new();
+        let mut by_session = LastLookup::new();
+        for (m, buf) in meta.iter().zip(storage.chunks(slot)).take(n) {
+            let len = m.len.min(buf.len());
+            for data in buf[..len].chunks(m.stride.max(1)) {
+                sock.demux(
+                    m.addr,
+                    data,
+                    &mut batch,
+                    &mut by_real,
+                    &mut by_session,
+                    &ctl_tx,
+                );
+            }
         }
+        sock.queue_for_quinn(batch);
+    }
+}
+
+impl Inner {
+    /// Sort one received datagram: QUIC (direct or relayed) into `batch`, the rest to the
+    /// control channel.
+    fn demux(
+        &self,
+        from: SocketAddr,
+        data: &[u8],
+        batch: &mut QuicBatch,
+        by_real: &mut LastLookup<SocketAddr>,
+        by_session: &mut LastLookup<u64>,
+        ctl_tx: &mpsc::Sender<ControlDatagram>,
+    ) {
+        let Some(&first) = data.first() else { return };
         // Relayed QUIC: unwrap it and hand it to quinn as coming from the peer's virtual
         // address. Only the server relays; anything else with the tag is dropped.
-        if buf[0] == wire::RELAY_TAG {
-            let Some(sock) = inner.upgrade() else { return };
-            if let Some((_, session, payload)) = wire::decode_relay(&buf[..n]) {
+        if first == wire::RELAY_TAG {
+            if let Some((_, session, payload)) = wire::decode_relay(data) {
                 if !payload.is_empty() && is_quic(payload[0]) {
-                    match sock.paths.virtual_for_session(session) {
-                        Some(v) => {
-                            if quic_tx.try_send((v, payload.to_vec())).is_err() {
-                                trace!("quic queue full; relayed datagram dropped");
-                            }
-                        }
+                    match by_session.get(session, |s| self.paths.virtual_for_session(s)) {
+                        Some(v) => batch.push(v, payload),
                         // The peer's first packets can overtake our own introduction (which
                         // waits in the control queue): keep them until the session is mapped.
-                        None => lock(&sock.parked).park(session, payload.to_vec()),
+                        None => lock(&self.parked).park(session, payload.to_vec()),
                     }
                 }
             }
-            continue;
-        }
-        let data = buf[..n].to_vec();
-        if is_quic(data[0]) {
+        } else if is_quic(first) {
             // A peer on a direct path shows up at its virtual address too.
-            let from = match inner.upgrade() {
-                Some(s) => match s.paths.virtual_for_real(from) {
-                    Some(v) => {
-                        s.paths.learn_direct(v, from);
-                        v
-                    }
-                    None => from,
-                },
-                None => return,
-            };
-            if quic_tx.try_send((from, data)).is_err() {
-                trace!(%from, "quic queue full or closed; datagram dropped");
-            }
-        } else if ctl_tx.try_send(ControlDatagram { from, data }).is_err() {
+            let v = by_real.get(from, |real| {
+                let v = self.paths.virtual_for_real(real);
+                if let Some(v) = v {
+                    self.paths.learn_direct(v, real);
+                }
+                v
+            });
+            batch.push(v.unwrap_or(from), data);
+        } else if ctl_tx
+            .try_send(ControlDatagram {
+                from,
+                data: data.to_vec(),
+            })
+            .is_err()
+        {
             trace!(%from, "control queue full or closed; datagram dropped");
         }
     }
@@ -298,17 +457,32 @@ impl AsyncUdpSocket for DemuxSocket {
             .ttl_lock
             .read()
             .unwrap_or_else(|e| e.into_inner());
+        let contents = transmit.contents;
         match self.inner.paths.route(transmit.destination) {
-            Route::Direct(real) => raw_send(&self.inner.udp, transmit.contents, real),
-            Route::Unmapped => raw_send(&self.inner.udp, transmit.contents, transmit.destination),
+            Route::Direct(real) => self.inner.send_quic(real, contents, transmit.segment_size),
+            Route::Unmapped => {
+                self.inner
+                    .send_quic(transmit.destination, contents, transmit.segment_size)
+            }
             Route::Relay(r) => {
-                let wrapped = wire::encode_relay(r.side, r.session, transmit.contents);
-                raw_send(&self.inner.udp, &wrapped, r.server)
+                // Every datagram of a GSO batch gets its own header, so the segments grow
+                // by the header and stay equal-sized (the last may still be shorter).
+                let segment = transmit.segment_size.unwrap_or(contents.len()).max(1);
+                let segments = contents.len().div_ceil(segment);
+                let mut wrapped =
+                    Vec::with_capacity(contents.len() + segments * wire::RELAY_HEADER_LEN);
+                for payload in contents.chunks(segment) {
+                    wire::encode_relay_into(&mut wrapped, r.side, r.session, payload);
+                }
+                self.inner.send_quic(
+                    r.server,
+                    &wrapped,
+                    transmit.segment_size.map(|s| s + wire::RELAY_HEADER_LEN),
+                )
             }
             // No path yet: as lost on the wire; QUIC retransmits.
-            Route::Drop => Ok(transmit.contents.len()),
+            Route::Drop => Ok(()),
         }
-        .map(|_| ())
     }
 
     fn poll_recv(
@@ -317,38 +491,62 @@ impl AsyncUdpSocket for DemuxSocket {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
-        let mut rx = self.inner.quic_rx.lock().unwrap_or_else(|e| e.into_inner());
+        let mut q = lock(&self.inner.quic_rx);
+        let QuicRx { rx, current } = &mut *q;
+        let max = bufs.len().min(meta.len());
         let mut count = 0;
-        while count < bufs.len().min(meta.len()) {
-            let next = if count == 0 {
-                match rx.poll_recv(cx) {
-                    Poll::Ready(x) => x,
-                    Poll::Pending => return Poll::Pending,
+        while count < max {
+            let (batch, next) = match current {
+                Some(c) => c,
+                None => {
+                    let got = if count == 0 {
+                        match rx.poll_recv(cx) {
+                            Poll::Ready(x) => x,
+                            Poll::Pending => return Poll::Pending,
+                        }
+                    } else {
+                        match rx.try_recv() {
+                            Ok(b) => Some(b),
+                            Err(_) => break,
+                        }
+                    };
+                    match got {
+                        Some(b) => current.insert((b, 0)),
+                        None if count > 0 => break,
+                        None => {
+                            return Poll::Ready(Err(io::Error::new(
+                                io::ErrorKind::BrokenPipe,
+                                "socket closed",
+                            )))
+                        }
+                    }
                 }
-            } else {
-                match rx.try_recv() {
-                    Ok(x) => Some(x),
-                    Err(_) => break,
-                }
             };
-            let Some((from, data)) = next else {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::BrokenPipe,
-                    "socket closed",
-                )));
-            };
-            let len = data.len().min(bufs[count].len());
-            bufs[count][..len].copy_from_slice(&data[..len]);
-            meta[count] = RecvMeta {
-                addr: from,
-                len,
-                stride: len,
-                ecn: None,
-                dst_ip: None,
-            };
-            count += 1;
+            while count < max && *next < batch.items.len() {
+                let (from, start, end) = batch.items[*next];
+                let data = &batch.data[start..end];
+                let len = data.len().min(bufs[count].len());
+                bufs[count][..len].copy_from_slice(&data[..len]);
+                meta[count] = RecvMeta {
+                    addr: from,
+                    len,
+                    stride: len,
+                    ecn: None,
+                    dst_ip: None,
+                };
+                count += 1;
+                *next += 1;
+            }
+            if *next >= batch.items.len() {
+                *current = None;
+            }
         }
+        self.inner.queued.fetch_sub(count, Ordering::Relaxed);
         Poll::Ready(Ok(count))
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.inner.state.max_gso_segments()
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {

@@ -402,6 +402,13 @@ impl Side {
 /// Write the relay header for `session` from `side` followed by `payload`.
 pub fn encode_relay(side: Side, session: u64, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(RELAY_HEADER_LEN + payload.len());
+    encode_relay_into(&mut out, side, session, payload);
+    out
+}
+
+/// Append the relay header for `session` from `side` and then `payload` to `out` (to
+/// build several relayed datagrams in one buffer, as a GSO send wants them).
+pub fn encode_relay_into(out: &mut Vec<u8>, side: Side, session: u64, payload: &[u8]) {
     out.push(RELAY_TAG);
     out.push(match side {
         Side::Requester => 0,
@@ -409,7 +416,6 @@ pub fn encode_relay(side: Side, session: u64, payload: &[u8]) -> Vec<u8> {
     });
     out.extend_from_slice(&session.to_be_bytes());
     out.extend_from_slice(payload);
-    out
 }
 
 /// Split a relayed datagram into (side, session, payload); `None` if it is not one.
