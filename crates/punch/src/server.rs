@@ -217,8 +217,8 @@ const RECV_BUF: usize = 64 * 1024;
 
 /// One socket's receive loop. Batched (recvmmsg with GRO, through quinn-udp: one system
 /// call for up to [`quinn::udp::BATCH_SIZE`] buffers), because the relay's cost is mostly
-/// system calls. Relayed datagrams are forwarded right here (one lock, one send); the rest
-/// go to the server loop.
+/// system calls. Relayed datagrams are forwarded right here (one lock per batch, one GSO
+/// send per train of datagrams to the same peer); the rest go to the server loop.
 async fn recv_task(
     id: SocketId,
     socket: Arc<UdpSocket>,
@@ -263,35 +263,96 @@ async fn recv_task(
         let mut reg = None;
         for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
             let stride = m.stride.max(1);
-            for data in buf[..m.len].chunks(stride) {
+            let train_bytes = &buf[..m.len.min(buf.len())];
+            let mut train = Train::default();
+            for (i, data) in train_bytes.chunks(stride).enumerate() {
                 if id == SocketId::PRIMARY && data.first() == Some(&wire::RELAY_TAG) {
                     let reg = reg.get_or_insert_with(|| lock(&registry));
-                    relay_datagram(&socket, reg, now, m.addr, data);
+                    let to = relay_datagram(&socket, reg, now, m.addr, data);
+                    train.add(&socket, &state, train_bytes, stride, i, to);
                 } else if tx.try_send((id, m.addr, data.to_vec())).is_err() {
                     debug!(from = %m.addr, "server inbox full; datagram dropped");
                 }
             }
+            train.flush(&socket, &state, train_bytes, stride);
         }
     }
 }
 
-/// Forward one relayed datagram (or answer a refusal), from the primary socket.
+/// Relayed datagrams of one received GRO train that go on to the same peer, back to back:
+/// they leave again as one GSO train (one system call, and the receiving peer reads them
+/// in one go too). A train's datagrams all have the stride's length except the last,
+/// which is what GSO asks of its segments.
+#[derive(Default)]
+struct Train {
+    /// Destination, index of the first datagram, number of datagrams.
+    run: Option<(SocketAddr, usize, usize)>,
+}
+
+impl Train {
+    /// Datagram `i` of the train goes to `to` (or nowhere).
+    fn add(
+        &mut self,
+        socket: &UdpSocket,
+        state: &quinn::udp::UdpSocketState,
+        buf: &[u8],
+        stride: usize,
+        i: usize,
+        to: Option<SocketAddr>,
+    ) {
+        if let (Some((dest, first, count)), Some(to)) = (&mut self.run, to) {
+            if *dest == to && *first + *count == i && *count < state.max_gso_segments() {
+                *count += 1;
+                return;
+            }
+        }
+        self.flush(socket, state, buf, stride);
+        self.run = to.map(|to| (to, i, 1));
+    }
+
+    /// Send what has been collected.
+    fn flush(
+        &mut self,
+        socket: &UdpSocket,
+        state: &quinn::udp::UdpSocketState,
+        buf: &[u8],
+        stride: usize,
+    ) {
+        let Some((to, first, count)) = self.run.take() else {
+            return;
+        };
+        let start = first * stride;
+        let end = ((first + count) * stride).min(buf.len());
+        let transmit = quinn::udp::Transmit {
+            destination: to,
+            ecn: None,
+            contents: &buf[start..end],
+            segment_size: (count > 1).then_some(stride),
+            src_ip: None,
+        };
+        // Only WouldBlock is returned (quinn-udp logs the rest): a full send buffer loses
+        // the datagrams as a congested link would.
+        if let Err(e) = state.send(socket.into(), &transmit) {
+            debug!(%to, error = %e, "relay send failed");
+        }
+    }
+}
+
+/// Account for one relayed datagram (or answer a refusal), from the primary socket:
+/// returns where to forward it.
 fn relay_datagram(
     socket: &UdpSocket,
     reg: &mut Rendezvous,
     now: std::time::Instant,
     from: SocketAddr,
     data: &[u8],
-) {
-    if let Some(to) = reg.relay(now, from, data) {
-        if let Err(e) = crate::socket::raw_send(socket, data, to) {
-            debug!(%to, error = %e, "relay send failed");
-        }
-    }
+) -> Option<SocketAddr> {
+    let to = reg.relay(now, from, data);
     // Refusals (RelayClosed) go out at once, from the primary socket.
     while let Some((to, bytes)) = reg.poll_transmit() {
         let _ = crate::socket::raw_send(socket, &bytes, to);
     }
+    to
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
