@@ -237,6 +237,7 @@ async fn recv_task(
         .max(1);
     let mut storage = vec![0u8; RECV_BUF * batch];
     let mut meta = vec![quinn::udp::RecvMeta::default(); batch];
+    let mut train = Train::default();
     loop {
         if let Err(e) = socket.readable().await {
             debug!(error = %e, "socket not readable");
@@ -263,71 +264,85 @@ async fn recv_task(
         let mut reg = None;
         for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
             let stride = m.stride.max(1);
-            let train_bytes = &buf[..m.len.min(buf.len())];
-            let mut train = Train::default();
-            for (i, data) in train_bytes.chunks(stride).enumerate() {
+            for data in buf[..m.len.min(buf.len())].chunks(stride) {
                 if id == SocketId::PRIMARY && data.first() == Some(&wire::RELAY_TAG) {
                     let reg = reg.get_or_insert_with(|| lock(&registry));
-                    let to = relay_datagram(&socket, reg, now, m.addr, data);
-                    train.add(&socket, &state, train_bytes, stride, i, to);
+                    if let Some(to) = relay_datagram(&socket, reg, now, m.addr, data) {
+                        train.push(&socket, &state, to, data);
+                    }
                 } else if tx.try_send((id, m.addr, data.to_vec())).is_err() {
                     debug!(from = %m.addr, "server inbox full; datagram dropped");
                 }
             }
-            train.flush(&socket, &state, train_bytes, stride);
         }
+        train.flush(&socket, &state);
     }
 }
 
-/// Relayed datagrams of one received GRO train that go on to the same peer, back to back:
-/// they leave again as one GSO train (one system call, and the receiving peer reads them
-/// in one go too). A train's datagrams all have the stride's length except the last,
-/// which is what GSO asks of its segments.
+/// Largest UDP payload of one GSO send: the IPv4 total length is 16 bits (20 bytes of IP
+/// header, 8 of UDP).
+const GSO_MAX_BYTES: usize = u16::MAX as usize - 28;
+
+/// Relayed datagrams that go on to the same peer back to back, collected to leave as one
+/// GSO train: one system call, one trip through the network stack, and the receiving
+/// peer reads them in one go (GRO). Runs may span the trains of one receive batch. GSO
+/// asks that every segment but the last has the first one's length.
 #[derive(Default)]
 struct Train {
-    /// Destination, index of the first datagram, number of datagrams.
-    run: Option<(SocketAddr, usize, usize)>,
+    to: Option<SocketAddr>,
+    /// Length of every segment but the last.
+    segment: usize,
+    count: usize,
+    /// The last datagram added was shorter than `segment`: nothing may follow it.
+    closed: bool,
+    bytes: Vec<u8>,
 }
 
 impl Train {
-    /// Datagram `i` of the train goes to `to` (or nowhere).
-    fn add(
+    /// Forward `data` to `to`, with the datagrams before it if it can join them.
+    fn push(
         &mut self,
         socket: &UdpSocket,
         state: &quinn::udp::UdpSocketState,
-        buf: &[u8],
-        stride: usize,
-        i: usize,
-        to: Option<SocketAddr>,
+        to: SocketAddr,
+        data: &[u8],
     ) {
-        if let (Some((dest, first, count)), Some(to)) = (&mut self.run, to) {
-            if *dest == to && *first + *count == i && *count < state.max_gso_segments() {
-                *count += 1;
-                return;
-            }
+        if !self.joins(to, data.len(), state.max_gso_segments()) {
+            self.flush(socket, state);
         }
-        self.flush(socket, state, buf, stride);
-        self.run = to.map(|to| (to, i, 1));
+        self.append(to, data);
+    }
+
+    /// Whether a datagram of `len` bytes to `to` can join this train as its next segment.
+    fn joins(&self, to: SocketAddr, len: usize, max_segments: usize) -> bool {
+        self.to == Some(to)
+            && !self.closed
+            && len <= self.segment
+            && self.count < max_segments
+            && self.bytes.len() + len <= GSO_MAX_BYTES
+    }
+
+    /// Add a datagram that [`Train::joins`] this train, or start one (when empty).
+    fn append(&mut self, to: SocketAddr, data: &[u8]) {
+        if self.to.is_none() {
+            self.to = Some(to);
+            self.segment = data.len();
+        }
+        self.bytes.extend_from_slice(data);
+        self.count += 1;
+        self.closed = data.len() < self.segment;
     }
 
     /// Send what has been collected.
-    fn flush(
-        &mut self,
-        socket: &UdpSocket,
-        state: &quinn::udp::UdpSocketState,
-        buf: &[u8],
-        stride: usize,
-    ) {
-        let Some((to, first, count)) = self.run.take() else {
+    fn flush(&mut self, socket: &UdpSocket, state: &quinn::udp::UdpSocketState) {
+        let Some(to) = self.to else {
             return;
         };
-        let start = first * stride;
-        let end = ((first + count) * stride).min(buf.len());
         let transmit = quinn::udp::Transmit {
             destination: to,
             ecn: None,
-            contents: &buf[start..end],
-            segment_size: (count > 1).then_some(stride),
+            contents: &self.bytes,
+            segment_size: (self.count > 1).then_some(self.segment),
             src_ip: None,
         };
         // Only WouldBlock is returned (quinn-udp logs the rest): a full send buffer loses
@@ -335,6 +350,14 @@ impl Train {
         if let Err(e) = state.send(socket.into(), &transmit) {
             debug!(%to, error = %e, "relay send failed");
         }
+        self.clear();
+    }
+
+    fn clear(&mut self) {
+        self.to = None;
+        self.bytes.clear();
+        self.count = 0;
+        self.closed = false;
     }
 }
 
@@ -391,5 +414,48 @@ impl ServerHandle {
 impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([198, 51, 100, 7], port))
+    }
+
+    #[test]
+    fn a_train_takes_equal_segments_to_one_peer_and_ends_after_a_short_one() {
+        let mut t = Train::default();
+        assert!(
+            !t.joins(addr(1), 100, 64),
+            "an empty train is started, not joined"
+        );
+        t.append(addr(1), &[1; 100]);
+        assert!(t.joins(addr(1), 100, 64));
+        assert!(!t.joins(addr(2), 100, 64), "another peer");
+        assert!(!t.joins(addr(1), 101, 64), "longer than the segment size");
+        assert!(!t.joins(addr(1), 100, 1), "GSO segment limit");
+        t.append(addr(1), &[2; 40]);
+        assert!(
+            !t.joins(addr(1), 40, 64),
+            "nothing follows a shorter last segment"
+        );
+        assert_eq!((t.count, t.segment, t.bytes.len()), (2, 100, 140));
+        t.clear();
+        assert!(!t.joins(addr(1), 100, 64));
+    }
+
+    #[test]
+    fn a_train_stays_within_one_udp_payload() {
+        let mut t = Train::default();
+        let segment = [0u8; 1400];
+        t.append(addr(1), &segment);
+        while t.joins(addr(1), segment.len(), usize::MAX) {
+            t.append(addr(1), &segment);
+        }
+        assert!(t.bytes.len() <= GSO_MAX_BYTES);
+        assert!(t.bytes.len() + segment.len() > GSO_MAX_BYTES);
     }
 }
