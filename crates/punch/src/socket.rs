@@ -118,15 +118,68 @@ impl Parked {
 #[derive(Default)]
 struct QuicBatch {
     data: Vec<u8>,
-    /// (from, start, end) of each datagram in `data`.
-    items: Vec<(SocketAddr, usize, usize)>,
+    runs: Vec<Run>,
+    /// Datagrams in all runs.
+    datagrams: usize,
+}
+
+/// Datagrams from one address, back to back in [`QuicBatch::data`], laid out as quinn
+/// takes a GRO train: every one `stride` bytes long but the last, which may be shorter.
+/// quinn then copies and allocates once per run rather than once per datagram.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    from: SocketAddr,
+    start: usize,
+    end: usize,
+    stride: usize,
+}
+
+impl Run {
+    fn datagrams(&self) -> usize {
+        (self.end - self.start).div_ceil(self.stride)
+    }
 }
 
 impl QuicBatch {
+    fn with_capacity(bytes: usize) -> QuicBatch {
+        QuicBatch {
+            data: Vec::with_capacity(bytes),
+            ..QuicBatch::default()
+        }
+    }
+
     fn push(&mut self, from: SocketAddr, datagram: &[u8]) {
+        let len = datagram.len();
         let start = self.data.len();
+        match self.runs.last_mut() {
+            // Only a run whose datagrams all have the full stride may grow.
+            Some(r)
+                if r.from == from
+                    && (r.end - r.start) % r.stride == 0
+                    && len <= r.stride
+                    && r.end - r.start + len <= GRO_BUF =>
+            {
+                r.end += len
+            }
+            _ => self.runs.push(Run {
+                from,
+                start,
+                end: start + len,
+                stride: len.max(1),
+            }),
+        }
         self.data.extend_from_slice(datagram);
-        self.items.push((from, start, self.data.len()));
+        self.datagrams += 1;
+    }
+
+    /// Drop runs from the end until at most `max` datagrams are left.
+    fn truncate(&mut self, max: usize) {
+        while self.datagrams > max {
+            match self.runs.pop() {
+                Some(r) => self.datagrams -= r.datagrams(),
+                None => self.datagrams = 0,
+            }
+        }
     }
 }
 
@@ -270,14 +323,15 @@ impl Inner {
     fn queue_for_quinn(&self, mut batch: QuicBatch) {
         let queued = self.queued.load(Ordering::Relaxed);
         let room = QUIC_QUEUE.saturating_sub(queued);
-        if batch.items.len() > room {
+        if batch.datagrams > room {
+            let before = batch.datagrams;
+            batch.truncate(room);
             trace!(
-                dropped = batch.items.len() - room,
+                dropped = before - batch.datagrams,
                 "quic queue full; datagrams dropped"
             );
-            batch.items.truncate(room);
         }
-        let n = batch.items.len();
+        let n = batch.datagrams;
         if n == 0 {
             return;
         }
@@ -369,7 +423,8 @@ async fn recv_loop(inner: std::sync::Weak<Inner>, ctl_tx: mpsc::Sender<ControlDa
                 continue;
             }
         };
-        let mut batch = QuicBatch::default();
+        let received = meta.iter().take(n).map(|m| m.len.min(slot)).sum();
+        let mut batch = QuicBatch::with_capacity(received);
         let mut by_real = LastLookup::new();
         let mut by_session = LastLookup::new();
         for (m, buf) in meta.iter().zip(storage.chunks(slot)).take(n) {
@@ -522,26 +577,35 @@ impl AsyncUdpSocket for DemuxSocket {
                     }
                 }
             };
-            while count < max && *next < batch.items.len() {
-                let (from, start, end) = batch.items[*next];
-                let data = &batch.data[start..end];
-                let len = data.len().min(bufs[count].len());
-                bufs[count][..len].copy_from_slice(&data[..len]);
+            let mut taken = 0;
+            while count < max && *next < batch.runs.len() {
+                let run = &mut batch.runs[*next];
+                let buf = &mut bufs[count];
+                // Whole datagrams that fit (quinn's buffers hold a whole run unless its
+                // configuration shrank them); one longer than the buffer is truncated.
+                let fits = buf.len() / run.stride * run.stride;
+                let take = (run.end - run.start).min(fits.max(run.stride));
+                let len = take.min(buf.len());
+                buf[..len].copy_from_slice(&batch.data[run.start..run.start + len]);
                 meta[count] = RecvMeta {
-                    addr: from,
+                    addr: run.from,
                     len,
-                    stride: len,
+                    stride: run.stride.min(len),
                     ecn: None,
                     dst_ip: None,
                 };
+                taken += take.div_ceil(run.stride);
+                run.start += take;
+                if run.start >= run.end {
+                    *next += 1;
+                }
                 count += 1;
-                *next += 1;
             }
-            if *next >= batch.items.len() {
+            self.inner.queued.fetch_sub(taken, Ordering::Relaxed);
+            if *next >= batch.runs.len() {
                 *current = None;
             }
         }
-        self.inner.queued.fetch_sub(count, Ordering::Relaxed);
         Poll::Ready(Ok(count))
     }
 
@@ -586,6 +650,69 @@ impl UdpPoller for Poller {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([240, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn a_batch_joins_equal_datagrams_from_one_sender_into_runs() {
+        let mut b = QuicBatch::default();
+        b.push(addr(1), &[1; 100]);
+        b.push(addr(1), &[2; 100]);
+        b.push(addr(1), &[3; 60]);
+        b.push(addr(1), &[4; 60]); // after a shorter one: a new run
+        b.push(addr(2), &[5; 60]); // another sender
+        b.push(addr(2), &[6; 70]); // longer than the run's stride
+        let runs: Vec<_> = b
+            .runs
+            .iter()
+            .map(|r| (r.from.port(), r.end - r.start, r.stride))
+            .collect();
+        assert_eq!(runs, [(1, 260, 100), (1, 60, 60), (2, 60, 60), (2, 70, 70)]);
+        assert_eq!(b.datagrams, 6);
+        assert_eq!(b.runs.iter().map(Run::datagrams).sum::<usize>(), 6);
+        assert_eq!(&b.data[200..260], &[3; 60]);
+        b.truncate(4);
+        assert_eq!((b.runs.len(), b.datagrams), (2, 4));
+        b.truncate(0);
+        assert_eq!((b.runs.len(), b.datagrams), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn runs_are_split_at_datagram_boundaries_to_fit_quinns_buffers() {
+        let (sock, _ctl) = DemuxSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0).into())
+            .await
+            .unwrap();
+        let mut b = QuicBatch::default();
+        for i in 0..3 {
+            b.push(addr(1), &[i; 100]);
+        }
+        b.push(addr(2), &[9; 10]);
+        sock.inner.queue_for_quinn(b);
+        assert_eq!(sock.inner.queued.load(Ordering::Relaxed), 4);
+
+        let mut storage = [[0u8; 250]; 2];
+        let [s0, s1] = &mut storage;
+        let mut bufs = [IoSliceMut::new(s0), IoSliceMut::new(s1)];
+        let mut meta = [RecvMeta::default(); 2];
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let got = sock.poll_recv(&mut cx, &mut bufs, &mut meta);
+        assert!(matches!(got, Poll::Ready(Ok(2))));
+        assert_eq!(
+            (meta[0].len, meta[0].stride),
+            (200, 100),
+            "two whole datagrams"
+        );
+        assert_eq!((meta[1].len, meta[1].stride), (100, 100));
+        assert_eq!(bufs[1][0], 2);
+        assert_eq!(sock.inner.queued.load(Ordering::Relaxed), 1);
+        let got = sock.poll_recv(&mut cx, &mut bufs, &mut meta);
+        assert!(matches!(got, Poll::Ready(Ok(1))));
+        assert_eq!((meta[0].addr, meta[0].len), (addr(2), 10));
+        assert_eq!(sock.inner.queued.load(Ordering::Relaxed), 0);
+        assert!(sock.poll_recv(&mut cx, &mut bufs, &mut meta).is_pending());
+    }
 
     #[test]
     fn parked_datagrams_are_bounded_and_taken_per_session() {
