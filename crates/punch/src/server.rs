@@ -212,6 +212,9 @@ pub async fn run(
     }
 }
 
+/// Receive buffer asked for on the primary socket, which relays.
+const RELAY_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
 /// Receive buffers per batch, each large enough for a GRO-coalesced train of datagrams.
 const RECV_BUF: usize = 64 * 1024;
 
@@ -232,6 +235,13 @@ async fn recv_task(
             return;
         }
     };
+    if id == SocketId::PRIMARY {
+        // The relay's queue toward the peers: bursts wait here while the server is
+        // descheduled; the kernel caps it at net.core.rmem_max.
+        if let Err(e) = state.set_recv_buffer_size((&*socket).into(), RELAY_SOCKET_BUFFER) {
+            debug!(error = %e, "cannot enlarge the receive buffer");
+        }
+    }
     let batch = quinn::udp::BATCH_SIZE
         .min(state.gro_segments().max(1) * 8)
         .max(1);
