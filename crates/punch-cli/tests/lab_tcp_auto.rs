@@ -17,6 +17,12 @@ use lab::tcp::{tcp_lab, TcpLabOpts};
 /// punching deadline (3 s in these tests) and the TCP punching after it.
 const MESSAGES: usize = 120;
 
+/// A chat pair with `--transport auto --relay auto`.
+fn auto_pair(lab: &lab::Lab) -> Pair {
+    let extra = ["--transport", "auto"];
+    Pair::start_with(lab, &lab.ns("a"), &lab.ns("b"), "auto", &extra)
+}
+
 /// The `path` and `connected` events bob printed, as (path, transport).
 fn bob_paths(pair: &mut Pair) -> Vec<(String, String)> {
     pair.bob.drain();
@@ -50,13 +56,7 @@ fn auto_moves_from_the_udp_relay_to_punched_tcp() {
         udp_to_server_only: true,
     };
     let lab = tcp_lab("tapp", "port-restricted-cone", "port-restricted-cone", opts);
-    let mut pair = Pair::start_with(
-        &lab,
-        &lab.ns("a"),
-        &lab.ns("b"),
-        "auto",
-        &["--transport", "auto"],
-    );
+    let mut pair = auto_pair(&lab);
     let connected = pair.connected();
     assert_eq!(connected["transport"], "udp", "{test}: {connected}");
     assert_eq!(connected["path"], "relay", "{test}: {connected}");
@@ -73,15 +73,7 @@ fn auto_moves_from_the_udp_relay_to_punched_tcp() {
         pair.alice.events_text()
     );
     // Alice moved too, and her line reaches bob over TCP.
-    pair.alice.say("back from alice");
-    let back = pair.bob.wait_for(Duration::from_secs(10), |v| {
-        v["event"] == "message" && v["text"] == "back from alice"
-    });
-    assert!(
-        back.is_some(),
-        "{test}: alice's line did not arrive: {}",
-        pair.bob.events_text()
-    );
+    pair.answer_back(test);
     let alice_moved = pair
         .alice
         .seen
@@ -104,15 +96,8 @@ fn auto_stays_on_the_relay_when_tcp_cannot_punch_either() {
     if !available(test) {
         return;
     }
-    let opts = TcpLabOpts::default();
-    let lab = tcp_lab("tass", "symmetric", "symmetric", opts);
-    let mut pair = Pair::start_with(
-        &lab,
-        &lab.ns("a"),
-        &lab.ns("b"),
-        "auto",
-        &["--transport", "auto"],
-    );
+    let lab = tcp_lab("tass", "symmetric", "symmetric", TcpLabOpts::default());
+    let mut pair = auto_pair(&lab);
     let connected = pair.connected();
     assert_eq!(connected["path"], "relay", "{test}: {connected}");
     pair.stream(MESSAGES, STREAM_GAP, |_, _| {});

@@ -86,11 +86,9 @@ impl RelayUsage {
                 cfg.max_bytes
             ));
         }
-        let elapsed = now.saturating_duration_since(self.refilled);
-        // Refill proportionally to elapsed time, capped at one second's worth (the burst).
-        let add = (u128::from(cfg.rate) * elapsed.as_nanos() / 1_000_000_000) as u64;
+        let (tokens, add) = self.tokens_at(cfg, now);
         if add > 0 {
-            self.tokens = self.tokens.saturating_add(add).min(cfg.rate);
+            self.tokens = tokens;
             self.refilled = now;
         }
         if self.tokens < len {
@@ -106,9 +104,7 @@ impl RelayUsage {
     /// How long until `len` bytes fit the rate (zero if they fit now). For a stream relay,
     /// which waits instead of dropping; `len` must not exceed one second's worth.
     pub fn wait_for(&self, cfg: &RelayConfig, now: Instant, len: usize) -> Duration {
-        let elapsed = now.saturating_duration_since(self.refilled);
-        let add = (u128::from(cfg.rate) * elapsed.as_nanos() / 1_000_000_000) as u64;
-        let have = self.tokens.saturating_add(add).min(cfg.rate);
+        let (have, _) = self.tokens_at(cfg, now);
         let missing = (len as u64).saturating_sub(have);
         if missing == 0 || cfg.rate == 0 {
             return Duration::ZERO;
@@ -116,6 +112,14 @@ impl RelayUsage {
         Duration::from_nanos(
             (u128::from(missing) * 1_000_000_000 / u128::from(cfg.rate)) as u64 + 1,
         )
+    }
+
+    /// The bucket at `now`, and the tokens refilled since the last refill: proportional to
+    /// the time elapsed, capped at one second's worth (the burst).
+    fn tokens_at(&self, cfg: &RelayConfig, now: Instant) -> (u64, u64) {
+        let elapsed = now.saturating_duration_since(self.refilled);
+        let add = (u128::from(cfg.rate) * elapsed.as_nanos() / 1_000_000_000) as u64;
+        (self.tokens.saturating_add(add).min(cfg.rate), add)
     }
 
     /// When the session goes idle (`idle_timeout` after the last forwarded bytes, or

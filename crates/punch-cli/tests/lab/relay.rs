@@ -140,6 +140,11 @@ impl Pair {
         self.stream(n, Duration::from_millis(20), |_, _| {});
         let got = self.received(n, Duration::from_secs(10));
         assert_complete(test, &got, n, self);
+        self.answer_back(test);
+    }
+
+    /// A line from alice must reach bob.
+    pub fn answer_back(&mut self, test: &str) {
         self.alice.say("back from alice");
         let back = self.bob.wait_for(Duration::from_secs(10), |v| {
             v["event"] == "message" && v["text"] == "back from alice"
