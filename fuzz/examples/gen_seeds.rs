@@ -1,6 +1,7 @@
 //! Writes the hand-made seeds into `fuzz/seeds/<target>/hand-*`: the RFC 5769 vectors and
 //! messages our own STUN server sends, every `Frame` variant, and agent / rendezvous
-//! scenarios that reach deep states (a path chosen, a full registry, retransmissions).
+//! scenarios that reach deep states (a path chosen, a full registry, retransmissions), and
+//! TCP registry scenarios (an introduction, a relay splice, framing errors, expiry).
 //!
 //! Run from `fuzz/`: `cargo run --example gen_seeds`. Existing `hand-*` files are
 //! overwritten; other seeds (minimised fuzzer finds) are left alone.
@@ -9,10 +10,11 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use punch_fuzz::{agent_ops, rendezvous_ops};
+use punch_fuzz::{agent_ops, rendezvous_ops, tcp_ops};
 use punch_proto::stun::{
     Attribute, ChangeRequest, Class, ErrorCode as StunErrorCode, Message, Method, TransactionId,
 };
+use punch_proto::tcp::framing::encode_framed;
 use punch_proto::wire::{ErrorCode, Frame, PeerInfo, HI_REQUEST};
 
 /// RFC 5769 §2.1 sample request (as in `crates/punch-proto/tests/stun_codec.rs`).
@@ -361,10 +363,196 @@ fn rendezvous_seeds() {
     }
 }
 
+fn tcp_seeds() {
+    use tcp_ops::{kind, Script};
+    let t = "tcp_inputs";
+    // Header limits: 4 peers, 8 connections, 4 sessions; TTLs: registrations 16 s,
+    // sessions 16 s.
+    let (roomy, long) = (0x7f, 0xff);
+    // Connections 0 and 1: alice's and bob's control connections (registered), alice asks
+    // for bob (session 0).
+    let registered = Script::new(roomy, long, 0)
+        .open(false, 0)
+        .open(false, 1)
+        .register(0, 1, 0, 0, &[2])
+        .register(1, 1, 1, 1, &[3, 4])
+        .connect(0, 2, 1);
+    // Then the assist sequence: alice's assist (connection 2, from her punching port), bob
+    // is introduced; bob's assist (connection 3), bob ready: alice is introduced.
+    let introduced = registered
+        .clone()
+        .open(true, 2)
+        .assist(2, 0, &[2])
+        .open(true, 3)
+        .assist(3, 0, &[3, 5])
+        .session_frame(1, 1, kind::READY, 0);
+    // Punching failed: alice asks for the relay, bob is told, both join on new main
+    // connections (4, 5): spliced, and the IO layer takes both streams.
+    let spliced = introduced
+        .clone()
+        .session_frame(0, 0, kind::RELAY, 0)
+        .open(false, 0)
+        .open(false, 1)
+        .session_frame(4, 3, kind::RELAY_JOIN, 0)
+        .session_frame(5, 0, kind::RELAY_JOIN, 0)
+        .reap();
+    let mut split = Vec::new();
+    for frame in [
+        Frame::Register {
+            txn: 9,
+            name: "carol".into(),
+            key: [3; 32],
+            private: vec![addr("192.168.1.30:4000")],
+        },
+        Frame::TcpConnect {
+            txn: 10,
+            target: "alice".into(),
+        },
+    ] {
+        split.extend(encode_framed(&frame).unwrap());
+    }
+    let seeds = [
+        ("introduce", introduced.clone()),
+        ("relay-splice", spliced),
+        // Relay off: the request is refused, a join is closed.
+        (
+            "relay-off",
+            Script::new(roomy, long, 1)
+                .open(false, 0)
+                .open(false, 1)
+                .register(0, 1, 0, 0, &[])
+                .register(1, 1, 1, 1, &[])
+                .connect(0, 2, 1)
+                .session_frame(0, 0, kind::RELAY, 0)
+                .open(false, 0)
+                .session_frame(2, 0, kind::RELAY_JOIN, 0),
+        ),
+        // One side joins, nobody else: the session expires and the join is closed.
+        (
+            "relay-join-expires",
+            registered
+                .clone()
+                .open(false, 0)
+                .session_frame(2, 0, kind::RELAY_JOIN, 0)
+                .drive()
+                .reap()
+                .drive(),
+        ),
+        // Two frames in one read, fed a byte at a time, then the rest of a stream in one
+        // read: carol registers and asks for alice.
+        (
+            "split-reads",
+            split
+                .iter()
+                .fold(
+                    Script::new(roomy, long, 0)
+                        .open(false, 4)
+                        .open(false, 0)
+                        .register(1, 1, 0, 0, &[]),
+                    |s, b| s.raw(0, &[*b]),
+                )
+                .raw(1, &split),
+        ),
+        // Out-of-sync streams: a zero length, a length over the bound, a body that is no
+        // frame; each is closed as a bad stream.
+        (
+            "bad-streams",
+            Script::new(roomy, long, 0)
+                .open(false, 0)
+                .open(true, 1)
+                .open(false, 2)
+                .raw(0, &[0, 0])
+                .raw(1, &[0xff, 0xff, 1])
+                .raw(2, &[0, 5, b'<', b'H', b'i', b'!', b'>'])
+                .reap(),
+        ),
+        // Frames the registry does not take where they arrive: TcpConnect before Register,
+        // Register on the assist port, a UDP frame, a server frame, an unknown session.
+        (
+            "protocol-breaks",
+            Script::new(roomy, long, 0)
+                .open(false, 0)
+                .open(true, 1)
+                .open(false, 2)
+                .open(false, 3)
+                .open(true, 4)
+                .connect(0, 1, 1)
+                .register(1, 1, 1, 1, &[])
+                .session_frame(2, 0, kind::INTRO_ACK, 0x80)
+                .session_frame(3, 0, kind::RELAY_READY, 0x81)
+                .assist(4, 0x82, &[])
+                .reap(),
+        ),
+        // A silent connection is closed after the first-frame timeout; registrations expire.
+        (
+            "silent-and-expiry",
+            Script::new(0x04, 0x00, 0)
+                .open(false, 0)
+                .register(0, 1, 0, 0, &[])
+                .open(false, 1)
+                .advance(101)
+                .timeout()
+                .reap()
+                .connect(0, 2, 1),
+        ),
+        // One peer and one connection: the second connection is refused, the second name
+        // is Busy, then the first registration expires and the second name fits.
+        (
+            "tables-full",
+            Script::new(0x04, 0x00, 0)
+                .open(false, 0)
+                .open(false, 1)
+                .register(0, 1, 0, 0, &[])
+                .open(false, 2)
+                .register(1, 1, 1, 1, &[])
+                .advance(20)
+                .register(1, 2, 1, 1, &[]),
+        ),
+        // The same name from another key, a name change, a self-connect, an unknown peer.
+        (
+            "refusals",
+            Script::new(roomy, long, 0)
+                .open(false, 0)
+                .open(false, 1)
+                .open(false, 2)
+                .register(0, 1, 0, 0, &[])
+                .register(1, 1, 0, 1, &[])
+                .connect(0, 2, 0)
+                .connect(0, 3, 2)
+                .register(0, 4, 2, 0, &[])
+                .reap(),
+        ),
+        // TcpConnect toward a name full of characters Debug escapes (26 combining graves,
+        // then 6 'é'): the error's reason passes MAX_REASON_LEN, cut inside an 'é'.
+        (
+            "escaped-name",
+            Script::new(roomy, long, 0)
+                .open(false, 0)
+                .register(0, 1, 0, 0, &[])
+                .connect_to(0, 2, &[[6; 26].as_slice(), &[5; 6]].concat()),
+        ),
+        // A control connection closes: its registration goes with it.
+        (
+            "control-closes",
+            Script::new(roomy, long, 0)
+                .open(false, 0)
+                .open(false, 1)
+                .register(0, 1, 0, 0, &[])
+                .register(1, 1, 1, 1, &[])
+                .close(1)
+                .connect(0, 2, 1),
+        ),
+    ];
+    for (name, script) in seeds {
+        write(t, name, &script.into_bytes());
+    }
+}
+
 fn main() {
     stun_seeds();
     frame_seeds();
     agent_seeds();
     rendezvous_seeds();
+    tcp_seeds();
     println!("hand-made seeds written under fuzz/seeds/");
 }

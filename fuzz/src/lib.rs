@@ -9,3 +9,4 @@ pub mod agent_ops;
 pub mod codec;
 pub mod input;
 pub mod rendezvous_ops;
+pub mod tcp_ops;

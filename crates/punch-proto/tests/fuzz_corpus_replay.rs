@@ -1,7 +1,7 @@
 //! The committed fuzz seeds (`fuzz/seeds/<target>/`) replayed through the very checks the
-//! cargo-fuzz targets run, under stable `cargo test`: the codec round trips and the agent and
-//! rendezvous scripts with their invariants. The checks are the fuzz crate's own files,
-//! included by path, so the two cannot drift apart.
+//! cargo-fuzz targets run, under stable `cargo test`: the codec round trips and the agent,
+//! rendezvous and TCP registry scripts with their invariants. The checks are the fuzz
+//! crate's own files, included by path, so the two cannot drift apart.
 //!
 //! A missing or empty seed directory fails the test: it must not pass by replaying nothing.
 //! See `fuzz/README.md` for running the fuzzers and adding seeds.
@@ -25,6 +25,10 @@ mod agent_ops;
 #[allow(dead_code)]
 #[path = "../../../fuzz/src/rendezvous_ops.rs"]
 mod rendezvous_ops;
+
+#[allow(dead_code)]
+#[path = "../../../fuzz/src/tcp_ops.rs"]
+mod tcp_ops;
 
 /// Every file in `fuzz/seeds/<target>/`, sorted by name; panics if there are none.
 fn seeds(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
@@ -94,6 +98,14 @@ fn agent_inputs_seeds_keep_invariants() {
 fn rendezvous_inputs_seeds_keep_invariants() {
     replay("rendezvous_inputs", |data| {
         rendezvous_ops::run(data);
+        true
+    });
+}
+
+#[test]
+fn tcp_inputs_seeds_keep_invariants() {
+    replay("tcp_inputs", |data| {
+        tcp_ops::run(data);
         true
     });
 }

@@ -214,3 +214,46 @@ fn registration_ends_with_its_control_connection() {
     assert_eq!(r.peer_count(), 0);
     assert_eq!(r.connection_count(), 0);
 }
+
+#[test]
+fn a_session_ends_with_its_targets_control_connection() {
+    let now = Instant::now();
+    let mut r = TcpRegistry::new(TcpRegistryConfig::default(), 3);
+    let (a_main, b_main) = (ConnId(1), ConnId(2));
+    register(&mut r, now, a_main, "198.51.100.2:40000", "alice", 1);
+    register(&mut r, now, b_main, "198.51.100.6:40001", "bob", 2);
+    r.handle_frame(
+        now,
+        a_main,
+        Frame::TcpConnect {
+            txn: 9,
+            target: "bob".into(),
+        },
+    );
+    let (sent, _, _) = drain(&mut r);
+    let session = match &sent[..] {
+        [(_, Frame::TcpSession { session, .. })] => *session,
+        other => panic!("expected TcpSession, got {other:?}"),
+    };
+    // Alice's relay join waits in the session; then bob's control connection goes away.
+    let a_relay = ConnId(3);
+    r.handle_open(now, a_relay, Listener::Main, addr("198.51.100.2:43000"));
+    r.handle_frame(now, a_relay, Frame::TcpRelayJoin { session });
+    r.handle_close(b_main);
+    let (sent, closed, _) = drain(&mut r);
+    assert_eq!(r.session_count(), 0, "the session ended");
+    assert!(
+        sent.iter().any(|(c, f)| *c == a_main
+            && matches!(f, Frame::Error { txn: 9, reason, .. } if reason.contains("bob"))),
+        "alice hears bob left: {sent:?}"
+    );
+    assert_eq!(
+        closed,
+        vec![a_relay],
+        "alice's waiting relay join is closed"
+    );
+    // Nothing is sent to bob's closed connection afterwards.
+    r.handle_frame(now, a_main, Frame::TcpRelay { session });
+    let (sent, _, _) = drain(&mut r);
+    assert!(sent.iter().all(|(c, _)| *c != b_main), "{sent:?}");
+}

@@ -129,6 +129,8 @@ enum Role {
     RelayWaiting { session: u64 },
     /// Handed to the IO layer's splice.
     Spliced,
+    /// Told to close (silent too long); whatever it sends now is ignored.
+    Closing,
 }
 
 #[derive(Debug)]
@@ -257,8 +259,11 @@ impl TcpRegistry {
             return;
         };
         match c.role {
-            Role::Control { name } if self.peers.get(&name).is_some_and(|p| p.conn == conn) => {
-                self.peers.remove(&name);
+            Role::Control { name } => {
+                if self.peers.get(&name).is_some_and(|p| p.conn == conn) {
+                    self.peers.remove(&name);
+                }
+                self.end_sessions_of(conn, &name);
             }
             Role::RelayWaiting { session } => {
                 if let Some(s) = self.sessions.get_mut(&session) {
@@ -266,6 +271,30 @@ impl TcpRegistry {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// A control connection closed: its sessions cannot go on (nothing more can be sent on
+    /// it). The requester of a session whose target left hears so; relay joins waiting in
+    /// those sessions are closed.
+    fn end_sessions_of(&mut self, conn: ConnId, name: &str) {
+        let ended: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.requester.conn == conn || s.target.conn == conn)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ended {
+            let Some(s) = self.sessions.remove(&id) else {
+                continue;
+            };
+            if s.target.conn == conn && s.requester.conn != conn {
+                let detail = format!("{name:?} left the server");
+                self.error(s.requester.conn, s.txn, ErrorCode::UnknownPeer, &detail);
+            }
+            for join in s.relay_joins {
+                self.actions.push_back(Action::Close(join));
+            }
         }
     }
 
@@ -303,6 +332,8 @@ impl TcpRegistry {
         };
         let (listener, remote, role) = (c.listener, c.remote, c.role.clone());
         match (listener, role, frame) {
+            // Already told to close: no answer, and no second close.
+            (_, Role::Closing, _) => {}
             (
                 Listener::Main,
                 Role::New { .. } | Role::Control { .. },
@@ -349,6 +380,10 @@ impl TcpRegistry {
             }
         } else if self.peers.len() >= self.cfg.max_peers {
             self.expire(now);
+            // Expiry may have closed this very connection (its first frame came too late).
+            if matches!(self.conns.get(&conn).map(|c| &c.role), Some(Role::Closing)) {
+                return;
+            }
             if self.peers.len() >= self.cfg.max_peers {
                 return self.error(conn, txn, ErrorCode::Busy, "registry full");
             }
@@ -566,9 +601,10 @@ impl TcpRegistry {
             closes.extend(s.relay_joins.iter().copied());
             false
         });
-        for (id, c) in &self.conns {
+        for (id, c) in self.conns.iter_mut() {
             if let Role::New { since } = c.role {
                 if since + FIRST_FRAME_TIMEOUT <= now {
+                    c.role = Role::Closing;
                     closes.push(*id);
                 }
             }
