@@ -23,7 +23,7 @@ use punch::client::{Client, ClientConfig, ClientError, ClientEvent, ConnectError
 use punch::identity::{Identity, PublicKey};
 use punch::tcp::client::{RelayEnd, TcpClient, TcpClientConfig, TcpPeerConnection};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinSet;
 
 use crate::natcache;
@@ -160,7 +160,7 @@ struct Shared {
     /// into the `connected` line); UDP only.
     client: Option<Arc<Client>>,
     /// `--transport auto` on UDP: the TCP client tried when UDP finds no direct path.
-    tcp_fallback: Option<Arc<TcpClient>>,
+    tcp_fallback: Option<TcpFallback>,
     /// Peers whose UDP punching found no direct path before their connection joined the
     /// chat (locked after `peers`, never before).
     no_direct: Mutex<HashSet<String>>,
@@ -182,9 +182,54 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The two clients a chat may run on.
 #[derive(Clone)]
 enum Net {
-    /// UDP, with the TCP client of `--transport auto` when it registered too.
-    Udp(Arc<Client>, Option<Arc<TcpClient>>),
+    /// UDP, with the TCP fallback of `--transport auto`.
+    Udp(Arc<Client>, Option<TcpFallback>),
     Tcp(Arc<TcpClient>),
+}
+
+/// Where `--transport auto`'s TCP client stands: it registers in the background, so a
+/// network that silently drops TCP does not hold up a chat that works over UDP.
+#[derive(Clone)]
+enum TcpState {
+    Starting,
+    Ready(Arc<TcpClient>),
+    Unavailable,
+}
+
+/// The TCP client of `--transport auto`, once (and if) it registered.
+#[derive(Clone)]
+struct TcpFallback(watch::Receiver<TcpState>);
+
+impl TcpFallback {
+    /// Start registering over TCP in the background.
+    fn start(opts: &ChatOptions, identity: Identity, reporter: Reporter) -> TcpFallback {
+        let (tx, rx) = watch::channel(TcpState::Starting);
+        let opts = opts.clone();
+        tokio::spawn(async move {
+            let state = match start_tcp(&opts, identity).await {
+                Ok(t) => TcpState::Ready(t),
+                Err(e) => {
+                    reporter.notice(&format!("no TCP fallback (server over TCP: {e}); UDP only"));
+                    TcpState::Unavailable
+                }
+            };
+            let _ = tx.send(state);
+        });
+        TcpFallback(rx)
+    }
+
+    /// The client, waiting for its registration to end; `None` if it failed.
+    async fn get(&self) -> Option<Arc<TcpClient>> {
+        let mut rx = self.0.clone();
+        let state = rx
+            .wait_for(|s| !matches!(s, TcpState::Starting))
+            .await
+            .map(|s| s.clone());
+        match state {
+            Ok(TcpState::Ready(t)) => Some(t),
+            _ => None,
+        }
+    }
 }
 
 async fn start_tcp(opts: &ChatOptions, identity: Identity) -> Result<Arc<TcpClient>, String> {
@@ -219,34 +264,21 @@ async fn start(opts: &ChatOptions, identity: Identity, reporter: &Reporter) -> R
             .map(|c| Net::Udp(Arc::new(c), None))
             .map_err(|e| e.to_string()),
         Transport::Auto => {
-            // Both at once: TCP is the fallback, for the server and for the peers.
-            let (udp, tcp) = tokio::join!(
-                Client::start(opts.client.clone(), identity.clone()),
-                start_tcp(opts, identity)
-            );
-            match (udp, tcp) {
-                (Ok(c), tcp) => {
-                    let relay_only = opts.client.relay == punch::client::RelayMode::Only;
-                    let tcp = match tcp {
-                        Ok(t) if !relay_only => Some(t),
-                        Ok(_) => None,
-                        Err(e) => {
-                            reporter.notice(&format!(
-                                "no TCP fallback (server over TCP: {e}); UDP only"
-                            ));
-                            None
-                        }
-                    };
-                    Ok(Net::Udp(Arc::new(c), tcp))
-                }
-                (Err(ClientError::ServerUnreachable(..)), Ok(t)) => {
-                    reporter.notice(&format!("no UDP answer from {server}; using TCP"));
-                    Ok(Net::Tcp(t))
-                }
-                (Err(e @ ClientError::ServerUnreachable(..)), Err(tcp)) => {
-                    Err(format!("{e}; over TCP: {tcp}"))
-                }
-                (Err(e), _) => Err(e.to_string()),
+            // Both at once: TCP is the fallback, for the server and for the peers. The
+            // chat goes ahead as soon as UDP registers; TCP joins when (if) it does.
+            let relay_only = opts.client.relay == punch::client::RelayMode::Only;
+            let tcp = TcpFallback::start(opts, identity.clone(), reporter.clone());
+            match Client::start(opts.client.clone(), identity).await {
+                // `--relay only` wants the UDP relay and nothing else.
+                Ok(c) => Ok(Net::Udp(Arc::new(c), (!relay_only).then_some(tcp))),
+                Err(e @ ClientError::ServerUnreachable(..)) => match tcp.get().await {
+                    Some(t) => {
+                        reporter.notice(&format!("no UDP answer from {server}; using TCP"));
+                        Ok(Net::Tcp(t))
+                    }
+                    None => Err(format!("{e}; no answer over TCP either")),
+                },
+                Err(e) => Err(e.to_string()),
             }
         }
     };
@@ -311,7 +343,7 @@ pub async fn run(opts: ChatOptions, reporter: Reporter) -> Result<()> {
                 Net::Udp(c, tcp) => match c.connect(&peer).await {
                     Ok(pc) => Ok(Io::Quic(pc)),
                     // No direct UDP path and no relay (`--relay never`): TCP is next.
-                    Err(e) => match tcp {
+                    Err(e) => match tcp_client(tcp).await {
                         Some(tcp)
                             if matches!(
                                 e,
@@ -356,11 +388,18 @@ pub async fn run(opts: ChatOptions, reporter: Reporter) -> Result<()> {
             tasks.spawn(udp_events(client, shared));
             tcp.clone()
         }
-        Net::Tcp(client) => Some(client.clone()),
+        Net::Tcp(client) => {
+            let (tx, rx) = watch::channel(TcpState::Ready(client.clone()));
+            drop(tx);
+            Some(TcpFallback(rx))
+        }
     };
-    if let Some(client) = tcp {
+    if let Some(tcp) = tcp {
         let shared = shared.clone();
         tasks.spawn(async move {
+            let Some(client) = tcp.get().await else {
+                return;
+            };
             while let Some(pc) = client.accept().await {
                 let initiator = pc.key;
                 tokio::spawn(attach(
@@ -489,6 +528,11 @@ async fn udp_events(client: Arc<Client>, shared: Arc<Shared>) {
     }
 }
 
+/// The fallback's TCP client, when there is a fallback and it registered.
+async fn tcp_client(fallback: Option<TcpFallback>) -> Option<Arc<TcpClient>> {
+    fallback?.get().await
+}
+
 /// The peer's chat runs on UDP (or has not joined yet).
 fn on_udp(shared: &Shared, peer: &str) -> bool {
     lock(&shared.peers)
@@ -511,7 +555,9 @@ fn try_tcp(
 }
 
 async fn try_tcp_inner(shared: Arc<Shared>, name: String, why: String) {
-    let Some(tcp) = shared.tcp_fallback.clone() else {
+    let Some(tcp) = tcp_client(shared.tcp_fallback.clone()).await else {
+        let reason = format!("no direct UDP path to {name} ({why}), and no TCP to try");
+        shared.reporter.notice(&reason);
         return;
     };
     shared.reporter.notice(&format!(
