@@ -371,8 +371,13 @@ pub async fn run(opts: ChatOptions, reporter: Reporter) -> Result<()> {
             };
             match joined {
                 Ok(io) => {
-                    let me = shared.me;
-                    let j = joining(io, me);
+                    // When both asked for each other at once, the peer's connection may
+                    // answer our request: it is then the peer's.
+                    let initiator = match &io {
+                        Io::Quic(pc) if !pc.opened_by_us => pc.key,
+                        _ => shared.me,
+                    };
+                    let j = joining(io, initiator);
                     attach(shared, j, true).await
                 }
                 Err(e) => {
@@ -630,6 +635,15 @@ async fn attach(shared: Arc<Shared>, j: Joining, counted: bool) {
     let (rx, moved) = {
         let mut peers = lock(&shared.peers);
         if let Some(existing) = peers.get_mut(&j.name) {
+            // The very connection already in the chat (our request for a peer that had
+            // reached us was answered with its connection).
+            if let (Closer::Quic(a), Closer::Quic(b)) = (&existing.closer, &closer) {
+                if a.stable_id() == b.stable_id() {
+                    drop(peers);
+                    done();
+                    return;
+                }
+            }
             if let (Some(Io::Tcp(_)), Some(mover)) = (&io, existing.mover.take()) {
                 let Some(Io::Tcp(pc)) = io.take() else {
                     unreachable!("matched above")

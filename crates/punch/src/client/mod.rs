@@ -138,6 +138,9 @@ pub struct PeerConnection {
     /// The path it ran on when it was established (changes arrive as
     /// [`ClientEvent::Path`]).
     pub path: PathInfo,
+    /// We opened it (else the peer did: when both ask for each other at once, one
+    /// connection serves both requests).
+    pub opened_by_us: bool,
 }
 
 /// Why a connection could not be made.

@@ -149,6 +149,11 @@ struct Peer {
     created: Instant,
     /// The peer's NAT type, when the server told us.
     nat: Option<Classic>,
+    /// Both sides asked for each other at once and the peer has the smaller key: its
+    /// connection carries the pair, and ours (if one is opening) is closed as a duplicate.
+    yielded: bool,
+    /// The connection in `quic` is one we opened.
+    quic_ours: bool,
 }
 
 pub(crate) struct Control {
@@ -553,15 +558,42 @@ impl Control {
                     backoff: REPUNCH_FIRST,
                     created: now,
                     nat: None,
+                    yielded: false,
+                    quic_ours: false,
                 },
             );
         }
         let relay_mode = self.cfg.relay;
         let punch = self.cfg.punch.clone();
         let own_private = self.private.clone();
+        let me_smaller = self.identity.public_key() < key;
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
+        // Both sides asked for each other at once: the server opened a session for each.
+        // Both sides keep the one the smaller key opened (so they punch and relay in the
+        // same session, and one QUIC connection forms); the other is only acknowledged.
+        let current_by_smaller = (p.side == Side::Requester) == me_smaller;
+        let this_by_smaller = initiator == me_smaller;
+        let mutual = p.session != session && (p.reply.is_some() || p.initiator != initiator);
+        if mutual && current_by_smaller && !this_by_smaller {
+            if let Some(r) = reply {
+                answer_or_wait(p, key, self.cfg.server, r);
+            }
+            if initiator {
+                p.yielded = true;
+            }
+            info!(peer = %info.name, session, "both asked for each other; keeping the other session");
+            self.sessions.insert(session, key);
+            self.socket.map_relay_session(session, p.virt);
+            self.ack_introduction(session);
+            return;
+        }
+        if mutual && !initiator && !me_smaller {
+            // The peer (smaller key) opens the connection; ours, if any, gives way.
+            p.yielded = true;
+        }
+        p.initiator = initiator;
         p.info = info.clone();
         p.session = session;
         p.side = if initiator {
@@ -572,21 +604,7 @@ impl Control {
         p.relay_refused = None;
         p.retry_at = None;
         if let Some(r) = reply {
-            match &p.quic {
-                Quic::Up(conn) => {
-                    let path = match p.direct {
-                        Some(d) => direct_info(d),
-                        None => relay_info(self.cfg.server),
-                    };
-                    let _ = r.send(Ok(PeerConnection {
-                        name: p.name.clone(),
-                        key,
-                        connection: conn.clone(),
-                        path,
-                    }));
-                }
-                _ => p.reply = Some(r),
-            }
+            answer_or_wait(p, key, self.cfg.server, r);
         }
         self.sessions.insert(session, key);
         self.socket.map_relay_session(session, p.virt);
@@ -620,7 +638,7 @@ impl Control {
         } else {
             info!(peer = %info.name, session, "introduced; relay only");
         }
-        let start_quic = initiator && relay_mode != RelayMode::Never;
+        let start_quic = initiator && relay_mode != RelayMode::Never && !p.yielded;
         // The opening probes must be on the wire before the acknowledgement: the server
         // relays it to the peer as the signal that our NAT is open (see the agent).
         // (Flushing can already find a path and start QUIC: start_quic starts it once.)
@@ -661,17 +679,31 @@ impl Control {
                     return;
                 };
                 match result {
+                    // We gave way to the peer's connection: ours is a duplicate.
+                    Ok(conn) if p.yielded => {
+                        conn.close(2u32.into(), b"duplicate connection");
+                        if matches!(p.quic, Quic::Connecting) {
+                            p.quic = Quic::NotStarted;
+                        }
+                    }
                     Ok(conn) => {
                         let path = match p.direct {
                             Some(d) if self.cfg.relay != RelayMode::Only => direct_info(d),
                             _ => relay_info(server),
                         };
-                        let pc = up(p, key, conn, path, &self.internal_tx);
+                        let pc = up(p, key, conn, path, true, &self.internal_tx);
                         match p.reply.take() {
                             Some(r) => {
                                 let _ = r.send(Ok(pc));
                             }
                             None => debug!(peer = %p.name, "connected with nobody waiting"),
+                        }
+                    }
+                    // The peer's connection is up (or will be): ours failing changes nothing.
+                    Err(e) if p.yielded || matches!(p.quic, Quic::Up(_)) => {
+                        debug!(peer = %p.name, error = %e, "our duplicate connection failed");
+                        if matches!(p.quic, Quic::Connecting) {
+                            p.quic = Quic::NotStarted;
                         }
                     }
                     Err(e) => {
@@ -685,10 +717,17 @@ impl Control {
             }
             Internal::Accepted(key, conn) => {
                 let server = self.cfg.server;
+                let me_smaller = self.identity.public_key() < key;
                 let Some(p) = self.peers.get_mut(&key) else {
                     conn.close(1u32.into(), b"not introduced");
                     return;
                 };
+                // Both opened a connection at once: the smaller key's one stays (the peer
+                // closes its own too, having given way).
+                if me_smaller && p.initiator && matches!(p.quic, Quic::Connecting | Quic::Up(_)) {
+                    conn.close(2u32.into(), b"duplicate connection");
+                    return;
+                }
                 let path = match (self.paths.active(p.virt), p.direct) {
                     (Some(Active::Direct(_)), Some(d)) => direct_info(d),
                     (Some(Active::Direct(a)), None) => PathInfo {
@@ -699,8 +738,14 @@ impl Control {
                     },
                     _ => relay_info(server),
                 };
-                let pc = up(p, key, conn, path, &self.internal_tx);
-                self.event(ClientEvent::Incoming(pc));
+                let pc = up(p, key, conn, path, false, &self.internal_tx);
+                // Our own request for this peer gave way to this connection: it is the answer.
+                match p.reply.take() {
+                    Some(r) => {
+                        let _ = r.send(Ok(pc));
+                    }
+                    None => self.event(ClientEvent::Incoming(pc)),
+                }
             }
             Internal::Closed(key, id) => {
                 let same = self
@@ -850,15 +895,44 @@ fn up(
     key: PublicKey,
     conn: quinn::Connection,
     path: PathInfo,
+    ours: bool,
     internal: &mpsc::Sender<Internal>,
 ) -> PeerConnection {
     p.reported = path.kind;
     p.quic = Quic::Up(conn.clone());
+    p.quic_ours = ours;
     watch_close(key, &conn, internal.clone());
     PeerConnection {
         name: p.name.clone(),
         key,
         connection: conn,
         path,
+        opened_by_us: ours,
+    }
+}
+
+/// Answer a connect request with the peer's connection if it is up, else keep the
+/// request until it is.
+fn answer_or_wait(
+    p: &mut Peer,
+    key: PublicKey,
+    server: SocketAddr,
+    r: oneshot::Sender<Result<PeerConnection, ConnectError>>,
+) {
+    match &p.quic {
+        Quic::Up(conn) => {
+            let path = match p.direct {
+                Some(d) => direct_info(d),
+                None => relay_info(server),
+            };
+            let _ = r.send(Ok(PeerConnection {
+                name: p.name.clone(),
+                key,
+                connection: conn.clone(),
+                path,
+                opened_by_us: p.quic_ours,
+            }));
+        }
+        _ => p.reply = Some(r),
     }
 }
