@@ -53,4 +53,18 @@ impl<'a> Input<'a> {
         b[..src.len()].copy_from_slice(src);
         u64::from_le_bytes(b)
     }
+
+    /// A name: one of `names` for a byte below 0x80, else (0x80 + n) n characters of
+    /// `alphabet`, one per byte (hostile characters for the escaping paths).
+    pub fn name(&mut self, names: &[&str], alphabet: &[char]) -> String {
+        let mode = self.u8();
+        if mode < 0x80 {
+            return names[usize::from(mode) % names.len()].to_owned();
+        }
+        let len = usize::from(mode & 0x7f);
+        self.bytes(len)
+            .iter()
+            .map(|&b| alphabet[usize::from(b) % alphabet.len()])
+            .collect()
+    }
 }

@@ -125,16 +125,7 @@ fn key(b: u8) -> KeyBytes {
 }
 
 fn name(input: &mut Input<'_>) -> String {
-    let mode = input.u8();
-    if mode < 0x80 {
-        return NAMES[usize::from(mode) % NAMES.len()].to_owned();
-    }
-    let len = usize::from(mode & 0x7f);
-    input
-        .bytes(len)
-        .iter()
-        .map(|&b| ALPHABET[usize::from(b) % ALPHABET.len()])
-        .collect()
+    input.name(&NAMES, &ALPHABET)
 }
 
 /// One introduction the server made.
