@@ -140,3 +140,25 @@ fn both_name_each_other_and_move_to_tcp() {
         "{test:<64} {MESSAGES}/{MESSAGES} each way in order, one connection; alice {a}, bob {b}"
     ));
 }
+
+#[test]
+fn both_name_each_other_over_tcp() {
+    let test = "both name each other: port-restricted-cone x port-restricted-cone, tcp";
+    if !available(test) {
+        return;
+    }
+    let lab = tcp_lab(
+        "mutt",
+        "port-restricted-cone",
+        "port-restricted-cone",
+        TcpLabOpts::default(),
+    );
+    let (a, b) = mutual(test, &lab, &["--transport", "tcp"]);
+    assert!(
+        a.ends_with("direct/tcp") && b.ends_with("direct/tcp"),
+        "{test}: {a} | {b}"
+    );
+    record(&format!(
+        "{test:<64} {MESSAGES}/{MESSAGES} each way in order, one connection; alice {a}, bob {b}"
+    ));
+}

@@ -179,6 +179,14 @@ pub enum TcpClientError {
 
 type ConnectReply = oneshot::Sender<Result<TcpPeerConnection, TcpConnectError>>;
 
+/// A finished session task.
+enum Done {
+    /// Our request: its outcome.
+    Initiated(u64, Result<TcpPeerConnection, TcpConnectError>),
+    /// A peer's request to us: its outcome.
+    Responded(u64, Result<TcpPeerConnection, TcpConnectError>),
+}
+
 enum Ctl {
     Connect {
         target: String,
@@ -393,7 +401,13 @@ async fn control(
     let mut pending: HashMap<u64, (String, bool, ConnectReply)> = HashMap::new();
     let mut sessions: HashMap<u64, mpsc::Sender<SessionMsg>> = HashMap::new();
     let mut txn_session: HashMap<u64, u64> = HashMap::new();
-    let mut tasks: JoinSet<u64> = JoinSet::new();
+    // Our requests being worked on, by session: the target and the reply.
+    let mut replies: HashMap<u64, (String, ConnectReply, tokio::task::AbortHandle)> =
+        HashMap::new();
+    // Incoming sessions that answer one of our requests (both asked for each other).
+    let mut answering: HashMap<u64, ConnectReply> = HashMap::new();
+    let mut tasks: JoinSet<Done> = JoinSet::new();
+    let me = ctx.identity.public_key();
     let mut next_keepalive = Instant::now() + ctx.cfg.server_keepalive;
     let mut next_txn: u64 = rand::rng().random();
     'outer: loop {
@@ -425,26 +439,58 @@ async fn control(
                             sessions.insert(session, tx);
                             txn_session.insert(txn, session);
                             let ctx = ctx.clone();
-                            tasks.spawn(async move {
-                                let r = initiate(&ctx, session, &target, relay, rx).await;
-                                let _ = reply.send(r);
-                                session
+                            let task_target = target.clone();
+                            let handle = tasks.spawn(async move {
+                                let r = initiate(&ctx, session, &task_target, relay, rx).await;
+                                Done::Initiated(session, r)
                             });
+                            replies.insert(session, (target, reply, handle));
                         }
                         Frame::TcpIntroduce { session, initiator: false, peer } => {
                             if sessions.len() >= MAX_SESSIONS || sessions.contains_key(&session) {
                                 continue;
                             }
+                            // Both asked for each other at once: one connection serves both
+                            // requests, the one the smaller key asked for.
+                            let ours = replies
+                                .iter()
+                                .find(|(_, (t, _, _))| *t == peer.name)
+                                .map(|(s, _)| *s);
+                            let asked = ours.is_some()
+                                || pending.values().any(|(t, _, _)| *t == peer.name);
+                            let mut answers = None;
+                            if asked {
+                                if me < PublicKey::from_bytes(peer.key) {
+                                    info!(peer = %peer.name, "both asked for each other; ours goes ahead");
+                                    continue;
+                                }
+                                // We give way: this session answers our request.
+                                answers = match ours {
+                                    Some(s) => replies.remove(&s).map(|(_, r, task)| {
+                                        // Our own attempt stops.
+                                        task.abort();
+                                        sessions.remove(&s);
+                                        txn_session.retain(|_, x| *x != s);
+                                        r
+                                    }),
+                                    None => pending
+                                        .iter()
+                                        .find(|(_, (t, _, _))| *t == peer.name)
+                                        .map(|(txn, _)| *txn)
+                                        .and_then(|txn| pending.remove(&txn))
+                                        .map(|(_, _, r)| r),
+                                };
+                                info!(peer = %peer.name, "both asked for each other; the peer's goes ahead");
+                            }
+                            if let Some(r) = answers {
+                                answering.insert(session, r);
+                            }
                             let (tx, rx) = mpsc::channel(8);
                             sessions.insert(session, tx);
                             let ctx = ctx.clone();
                             tasks.spawn(async move {
-                                let name = peer.name.clone();
-                                match respond(&ctx, session, peer, rx).await {
-                                    Ok(conn) => { let _ = ctx.incoming.send(conn).await; }
-                                    Err(e) => info!(peer = %name, error = %e, "incoming TCP session failed"),
-                                }
-                                session
+                                let r = respond(&ctx, session, peer, rx).await;
+                                Done::Responded(session, r)
                             });
                         }
                         Frame::TcpIntroduce { session, initiator: true, peer } => {
@@ -495,9 +541,32 @@ async fn control(
                 }
             }
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Ok(session) = done {
-                    sessions.remove(&session);
-                    txn_session.retain(|_, s| *s != session);
+                let Ok(done) = done else { continue };
+                let session = match &done {
+                    Done::Initiated(s, _) | Done::Responded(s, _) => *s,
+                };
+                sessions.remove(&session);
+                txn_session.retain(|_, s| *s != session);
+                match done {
+                    Done::Initiated(_, r) => match replies.remove(&session) {
+                        Some((_, reply, _)) => {
+                            let _ = reply.send(r);
+                        }
+                        // We gave way to the peer's session: this one is not needed.
+                        None => debug!(session, "dropping our duplicate TCP connection"),
+                    },
+                    Done::Responded(_, r) => match (answering.remove(&session), r) {
+                        (Some(reply), r) => {
+                            let _ = reply.send(r);
+                        }
+                        (None, Ok(conn)) => {
+                            let incoming = ctx.incoming.clone();
+                            tokio::spawn(async move {
+                                let _ = incoming.send(conn).await;
+                            });
+                        }
+                        (None, Err(e)) => info!(error = %e, "incoming TCP session failed"),
+                    },
                 }
             }
             _ = tokio::time::sleep_until(next_keepalive) => {
