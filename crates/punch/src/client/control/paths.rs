@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 use super::super::INITIAL_RTO;
 use super::super::{lock, ClientEvent, ConnectError, Current, PathInfo, RelayMode};
 use super::{
-    Check, Control, Direct, Quic, PATH_CHECK_INTERVAL, PATH_DEAD_AFTER, REPUNCH_AFTER_LOSS,
+    Check, Control, Direct, Peer, Quic, PATH_CHECK_INTERVAL, PATH_DEAD_AFTER, REPUNCH_AFTER_LOSS,
     REPUNCH_FIRST, REPUNCH_MAX,
 };
 use crate::identity::PublicKey;
@@ -133,22 +133,13 @@ impl Control {
         };
         p.agent = None;
         p.retry_at = None;
-        let ev = ClientEvent::DirectFailed {
-            peer: p.name.clone(),
-            reason: reason.clone(),
-        };
-        emit(&events, ev);
-        let relay_usable = mode != RelayMode::Never && p.relay_refused.is_none();
-        if relay_usable {
-            if matches!(p.quic, Quic::Up(_)) {
-                let reason = format!("{reason}; staying on the relay");
-                let ev = ClientEvent::Path {
-                    peer: p.name.clone(),
-                    path: relay_info(server),
-                    reason,
-                };
-                emit(&events, ev);
-            }
+        if punching_ended(p, mode, &events, &reason) {
+            staying_on_relay(
+                p,
+                server,
+                &events,
+                format!("{reason}; staying on the relay"),
+            );
             return;
         }
         self.no_path_left(key, ConnectError::Impossible(reason));
@@ -227,35 +218,22 @@ impl Control {
             }
             AgentEvent::Failed(_) => {
                 let tried = candidates_text(&p.info);
-                warn!(peer = %p.name, "no direct path within {deadline:?} (tried {tried})");
-                let ev = ClientEvent::DirectFailed {
-                    peer: p.name.clone(),
-                    reason: format!("no direct path within {deadline:?} (tried {tried})"),
-                };
-                emit(&events, ev);
-                let relay_usable = mode != RelayMode::Never && p.relay_refused.is_none();
+                let failed = format!("no direct path within {deadline:?} (tried {tried})");
+                warn!(peer = %p.name, "{failed}");
+                let relay_usable = punching_ended(p, mode, &events, &failed);
                 // On the relay the handshake takes one round trip through the server; still
                 // not done when punching gave up means the peer answers on no path at all.
                 let silent = matches!(p.quic, Quic::Connecting);
                 if relay_usable && !silent {
                     // Stay on the relay; punch again later, less and less often.
                     let reason = format!(
-                        "no direct path within {deadline:?} (tried {tried}); staying on the relay, \
-                         punching again in {:?}",
+                        "{failed}; staying on the relay, punching again in {:?}",
                         p.backoff
                     );
                     if p.initiator {
-                        p.retry_at = Some(now + p.backoff);
-                        p.backoff = (p.backoff * 2).min(REPUNCH_MAX);
+                        repunch_later(p, now);
                     }
-                    if matches!(p.quic, Quic::Up(_)) {
-                        let ev = ClientEvent::Path {
-                            peer: p.name.clone(),
-                            path: relay_info(server),
-                            reason,
-                        };
-                        emit(&events, ev);
-                    }
+                    staying_on_relay(p, server, &events, reason);
                     return;
                 }
                 let why = match (&p.relay_refused, relay_usable) {
@@ -267,13 +245,51 @@ impl Control {
                 if self.no_path_left(key, err) {
                     // Still connected (the path may come back): punch again later.
                     if let Some(p) = self.peers.get_mut(&key).filter(|p| p.initiator) {
-                        p.retry_at = Some(now + p.backoff);
-                        p.backoff = (p.backoff * 2).min(REPUNCH_MAX);
+                        repunch_later(p, now);
                     }
                 }
             }
         }
     }
+}
+
+/// Punching toward `p` ended without a direct path: the application hears it (it may try
+/// another transport). True if the relay may still carry the peer.
+fn punching_ended(
+    p: &Peer,
+    mode: RelayMode,
+    events: &mpsc::Sender<ClientEvent>,
+    reason: &str,
+) -> bool {
+    let ev = ClientEvent::DirectFailed {
+        peer: p.name.clone(),
+        reason: reason.to_string(),
+    };
+    emit(events, ev);
+    mode != RelayMode::Never && p.relay_refused.is_none()
+}
+
+/// The peer stays on the relay: an established connection's application hears why.
+fn staying_on_relay(
+    p: &Peer,
+    server: SocketAddr,
+    events: &mpsc::Sender<ClientEvent>,
+    reason: String,
+) {
+    if matches!(p.quic, Quic::Up(_)) {
+        let ev = ClientEvent::Path {
+            peer: p.name.clone(),
+            path: relay_info(server),
+            reason,
+        };
+        emit(events, ev);
+    }
+}
+
+/// Punch again after the current backoff, and back off further for the time after.
+fn repunch_later(p: &mut Peer, now: Instant) {
+    p.retry_at = Some(now + p.backoff);
+    p.backoff = (p.backoff * 2).min(REPUNCH_MAX);
 }
 
 pub(super) fn direct_info(d: Direct) -> PathInfo {
