@@ -152,8 +152,6 @@ struct Peer {
     /// Both sides asked for each other at once and the peer has the smaller key: its
     /// connection carries the pair, and ours (if one is opening) is closed as a duplicate.
     yielded: bool,
-    /// The connection in `quic` is one we opened.
-    quic_ours: bool,
 }
 
 pub(crate) struct Control {
@@ -559,7 +557,6 @@ impl Control {
                     created: now,
                     nat: None,
                     yielded: false,
-                    quic_ours: false,
                 },
             );
         }
@@ -691,7 +688,7 @@ impl Control {
                             Some(d) if self.cfg.relay != RelayMode::Only => direct_info(d),
                             _ => relay_info(server),
                         };
-                        let pc = up(p, key, conn, path, true, &self.internal_tx);
+                        let pc = up(p, key, conn, path, &self.internal_tx);
                         match p.reply.take() {
                             Some(r) => {
                                 let _ = r.send(Ok(pc));
@@ -738,7 +735,7 @@ impl Control {
                     },
                     _ => relay_info(server),
                 };
-                let pc = up(p, key, conn, path, false, &self.internal_tx);
+                let pc = up(p, key, conn, path, &self.internal_tx);
                 // Our own request for this peer gave way to this connection: it is the answer.
                 match p.reply.take() {
                     Some(r) => {
@@ -895,19 +892,27 @@ fn up(
     key: PublicKey,
     conn: quinn::Connection,
     path: PathInfo,
-    ours: bool,
     internal: &mpsc::Sender<Internal>,
 ) -> PeerConnection {
     p.reported = path.kind;
     p.quic = Quic::Up(conn.clone());
-    p.quic_ours = ours;
     watch_close(key, &conn, internal.clone());
+    peer_connection(p, key, conn, path)
+}
+
+fn peer_connection(
+    p: &Peer,
+    key: PublicKey,
+    conn: quinn::Connection,
+    path: PathInfo,
+) -> PeerConnection {
     PeerConnection {
         name: p.name.clone(),
         key,
+        // We opened it if we are its client.
+        opened_by_us: conn.side().is_client(),
         connection: conn,
         path,
-        opened_by_us: ours,
     }
 }
 
@@ -925,13 +930,7 @@ fn answer_or_wait(
                 Some(d) => direct_info(d),
                 None => relay_info(server),
             };
-            let _ = r.send(Ok(PeerConnection {
-                name: p.name.clone(),
-                key,
-                connection: conn.clone(),
-                path,
-                opened_by_us: p.quic_ours,
-            }));
+            let _ = r.send(Ok(peer_connection(p, key, conn.clone(), path)));
         }
         _ => p.reply = Some(r),
     }
