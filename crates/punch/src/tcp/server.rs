@@ -349,38 +349,48 @@ async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     limits: &RelayConfig,
 ) -> Result<(), String> {
     let chunk = RELAY_CHUNK.min(usize::try_from(limits.rate).unwrap_or(usize::MAX).max(1));
-    let mut buf = vec![0u8; chunk];
-    let mut pending = first;
-    loop {
-        if pending.is_empty() {
-            match r.read(&mut buf).await {
-                Ok(0) | Err(_) => {
-                    let _ = w.shutdown().await;
-                    return Ok(());
-                }
-                Ok(n) => pending.extend_from_slice(&buf[..n]),
-            }
+    for part in first.chunks(chunk) {
+        if !forward(w, part, usage, limits).await? {
+            return Ok(());
         }
-        for part in pending.chunks(chunk) {
-            loop {
-                let now = Instant::now().into_std();
-                let wait = {
-                    let mut u = lock(usage);
-                    match u.admit(limits, now, part.len()) {
-                        Admit::Forward => break,
-                        Admit::Close(reason) => return Err(reason),
-                        Admit::OverRate => u.wait_for(limits, now, part.len()),
-                    }
-                };
-                // Over the rate: wait (not reading meanwhile, so TCP slows the sender).
-                tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
-            }
-            if w.write_all(part).await.is_err() {
+    }
+    let mut buf = vec![0u8; chunk];
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                let _ = w.shutdown().await;
                 return Ok(());
             }
+            Ok(n) => n,
+        };
+        if !forward(w, &buf[..n], usage, limits).await? {
+            return Ok(());
         }
-        pending.clear();
     }
+}
+
+/// Write `part` (at most one second's worth of the rate) once the rate allows it.
+/// `Ok(false)` when the writer failed; `Err` with the reason when a limit ends the session.
+async fn forward<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    part: &[u8],
+    usage: &std::sync::Mutex<RelayUsage>,
+    limits: &RelayConfig,
+) -> Result<bool, String> {
+    loop {
+        let now = Instant::now().into_std();
+        let wait = {
+            let mut u = lock(usage);
+            match u.admit(limits, now, part.len()) {
+                Admit::Forward => break,
+                Admit::Close(reason) => return Err(reason),
+                Admit::OverRate => u.wait_for(limits, now, part.len()),
+            }
+        };
+        // Over the rate: wait (not reading meanwhile, so TCP slows the sender).
+        tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+    }
+    Ok(w.write_all(part).await.is_ok())
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
