@@ -86,6 +86,7 @@ pub struct ChatOptions {
 }
 
 /// How to end one connection early (a duplicate of another to the same peer).
+#[derive(Clone)]
 enum Closer {
     Quic(quinn::Connection),
     Tcp(Arc<Notify>),
@@ -387,22 +388,20 @@ pub async fn run(opts: ChatOptions, reporter: Reporter) -> Result<()> {
             }
         });
     }
-    let tcp = match &net {
-        Net::Udp(client, tcp) => {
-            let (client, shared) = (client.clone(), shared.clone());
-            tasks.spawn(udp_events(client, shared));
-            tcp.clone()
-        }
-        Net::Tcp(client) => {
-            let (tx, rx) = watch::channel(TcpState::Ready(client.clone()));
-            drop(tx);
-            Some(TcpFallback(rx))
-        }
-    };
-    if let Some(tcp) = tcp {
-        let shared = shared.clone();
+    if let Net::Udp(client, _) = &net {
+        let (client, shared) = (client.clone(), shared.clone());
+        tasks.spawn(udp_events(client, shared));
+    }
+    {
+        let (shared, net) = (shared.clone(), net.clone());
         tasks.spawn(async move {
-            let Some(client) = tcp.get().await else {
+            // Peers reaching us over TCP: on the TCP client, or on auto's fallback once
+            // it has registered.
+            let client = match net {
+                Net::Udp(_, fallback) => tcp_client(fallback).await,
+                Net::Tcp(client) => Some(client),
+            };
+            let Some(client) = client else {
                 return;
             };
             while let Some(pc) = client.accept().await {
@@ -516,13 +515,7 @@ async fn udp_events(client: Arc<Client>, shared: Arc<Shared>) {
             ClientEvent::DirectFailed { peer, reason } if shared.tcp_fallback.is_some() => {
                 let mut peers = lock(&shared.peers);
                 match peers.get_mut(&peer) {
-                    Some(e) if e.mover.is_some() => {
-                        if e.initiator == shared.me && !e.tcp_tried {
-                            e.tcp_tried = true;
-                            tokio::spawn(try_tcp(shared.clone(), peer, reason));
-                        }
-                    }
-                    Some(_) => {}
+                    Some(e) => maybe_try_tcp(&shared, e, &peer, reason),
                     None => {
                         lock(&shared.no_direct).insert(peer);
                     }
@@ -530,6 +523,15 @@ async fn udp_events(client: Arc<Client>, shared: Arc<Shared>) {
             }
             _ => {}
         }
+    }
+}
+
+/// Try TCP for a peer whose chat is on UDP, once per connection, from the side that
+/// opened the connection (so the two sides do not race).
+fn maybe_try_tcp(shared: &Arc<Shared>, e: &mut PeerEntry, name: &str, why: String) {
+    if e.mover.is_some() && e.initiator == shared.me && !e.tcp_tried {
+        e.tcp_tried = true;
+        tokio::spawn(try_tcp(shared.clone(), name.to_string(), why));
     }
 }
 
@@ -625,10 +627,10 @@ async fn attach(shared: Arc<Shared>, j: Joining, counted: bool) {
         }
     };
     let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
-    let mut io = Some(j.io);
+    let mut io = j.io;
     let closer = match &io {
-        Some(Io::Quic(pc)) => Closer::Quic(pc.connection.clone()),
-        _ => Closer::Tcp(Arc::new(Notify::new())),
+        Io::Quic(pc) => Closer::Quic(pc.connection.clone()),
+        Io::Tcp(_) => Closer::Tcp(Arc::new(Notify::new())),
     };
     // Two connections to one peer happen when both sides name each other. Both sides keep
     // the one opened by the smaller key, so they agree without talking.
@@ -644,15 +646,18 @@ async fn attach(shared: Arc<Shared>, j: Joining, counted: bool) {
                     return;
                 }
             }
-            if let (Some(Io::Tcp(_)), Some(mover)) = (&io, existing.mover.take()) {
-                let Some(Io::Tcp(pc)) = io.take() else {
-                    unreachable!("matched above")
-                };
-                move_to_tcp(&shared, existing, mover, *pc);
-                drop(peers);
-                done();
-                return;
-            }
+            io = match (io, existing.mover.take()) {
+                (Io::Tcp(pc), Some(mover)) => {
+                    move_to_tcp(&shared, existing, mover, *pc);
+                    drop(peers);
+                    done();
+                    return;
+                }
+                (io, mover) => {
+                    existing.mover = mover;
+                    io
+                }
+            };
             if j.initiator >= existing.initiator {
                 closer.close();
                 drop(peers);
@@ -662,7 +667,7 @@ async fn attach(shared: Arc<Shared>, j: Joining, counted: bool) {
             existing.closer.close();
         }
         let (tx, rx) = mpsc::channel(PEER_QUEUE);
-        let quic = matches!(io, Some(Io::Quic(_)));
+        let quic = matches!(io, Io::Quic(_));
         // A UDP connection may move to TCP later (`--transport auto`).
         let (mover, moved) = if quic && shared.tcp_fallback.is_some() {
             let (w_tx, w_rx) = oneshot::channel();
@@ -675,33 +680,25 @@ async fn attach(shared: Arc<Shared>, j: Joining, counted: bool) {
         } else {
             (None, None)
         };
-        // Only the side that opened the connection tries TCP, so the two sides do not race.
-        let try_now =
-            mover.is_some() && j.initiator == shared.me && lock(&shared.no_direct).remove(&j.name);
-        peers.insert(
-            j.name.clone(),
-            PeerEntry {
-                tx,
-                closer: match &closer {
-                    Closer::Quic(c) => Closer::Quic(c.clone()),
-                    Closer::Tcp(n) => Closer::Tcp(n.clone()),
-                },
-                id,
-                key: j.key,
-                initiator: j.initiator,
-                transport: if quic { "udp" } else { "tcp" },
-                mover,
-                tcp_tried: try_now,
-            },
-        );
-        if try_now {
+        let entry = peers.entry(j.name.clone()).insert_entry(PeerEntry {
+            tx,
+            closer: closer.clone(),
+            id,
+            key: j.key,
+            initiator: j.initiator,
+            transport: if quic { "udp" } else { "tcp" },
+            mover,
+            tcp_tried: false,
+        });
+        // UDP punching already gave up on this peer before its connection got here.
+        if lock(&shared.no_direct).remove(&j.name) {
             let why = "punching found no direct path".to_string();
-            tokio::spawn(try_tcp(shared.clone(), j.name.clone(), why));
+            maybe_try_tcp(&shared, entry.into_mut(), &j.name, why);
         }
         // Read the current path only now, under the lock and after the insert: a path
         // event from now on is printed by the event task, and one before is seen here.
         match &io {
-            Some(Io::Quic(pc)) => {
+            Io::Quic(pc) => {
                 let path = shared
                     .client
                     .as_ref()
@@ -717,13 +714,12 @@ async fn attach(shared: Arc<Shared>, j: Joining, counted: bool) {
                     "udp",
                 );
             }
-            Some(Io::Tcp(pc)) => {
+            Io::Tcp(pc) => {
                 let p = &pc.path;
                 shared
                     .reporter
                     .connected(&j.name, p.kind, p.candidate, p.remote, None, "tcp");
             }
-            None => {}
         }
         (rx, moved)
     };
@@ -732,7 +728,7 @@ async fn attach(shared: Arc<Shared>, j: Joining, counted: bool) {
     done();
     let name = j.name;
     let reason = match io {
-        Some(Io::Quic(pc)) => {
+        Io::Quic(pc) => {
             let conn = pc.connection;
             let handoff = Arc::new(Handoff {
                 steps: AtomicU8::new(0),
@@ -750,7 +746,7 @@ async fn attach(shared: Arc<Shared>, j: Joining, counted: bool) {
             ));
             quic_reader(conn, &shared, &name, move_r, handoff).await
         }
-        Some(Io::Tcp(pc)) => {
+        Io::Tcp(pc) => {
             let (r, w) = tokio::io::split(pc.stream);
             let cancel = match &closer {
                 Closer::Tcp(n) => n.clone(),
@@ -765,7 +761,6 @@ async fn attach(shared: Arc<Shared>, j: Joining, counted: bool) {
             ));
             tcp_reader(Box::new(r), cancel, pc.relay_end, &shared, &name).await
         }
-        None => return,
     };
     let still_current = lock(&shared.peers).get(&name).is_some_and(|e| e.id == id);
     if still_current {
