@@ -53,6 +53,23 @@ fn register(r: &mut TcpRegistry, now: Instant, conn: ConnId, remote: &str, name:
     assert!(matches!(sent[0].1, Frame::Registered { observed, .. } if observed == addr(remote)));
 }
 
+/// `conn` asks for `target`; the session the registry answers with (on `conn`, for `txn`).
+fn connect(r: &mut TcpRegistry, now: Instant, conn: ConnId, txn: u64, target: &str) -> u64 {
+    r.handle_frame(
+        now,
+        conn,
+        Frame::TcpConnect {
+            txn,
+            target: target.into(),
+        },
+    );
+    let (sent, _, _) = drain(r);
+    match &sent[..] {
+        [(c, Frame::TcpSession { txn: t, session })] if *c == conn && *t == txn => *session,
+        other => panic!("expected TcpSession, got {other:?}"),
+    }
+}
+
 #[test]
 fn assist_sequence_introduces_both_sides_then_relays() {
     let now = Instant::now();
@@ -61,19 +78,7 @@ fn assist_sequence_introduces_both_sides_then_relays() {
     register(&mut r, now, a_main, "198.51.100.2:40000", "alice", 1);
     register(&mut r, now, b_main, "198.51.100.6:40001", "bob", 2);
 
-    r.handle_frame(
-        now,
-        a_main,
-        Frame::TcpConnect {
-            txn: 5,
-            target: "bob".into(),
-        },
-    );
-    let (sent, _, _) = drain(&mut r);
-    let session = match &sent[..] {
-        [(c, Frame::TcpSession { txn: 5, session })] if *c == a_main => *session,
-        other => panic!("expected TcpSession, got {other:?}"),
-    };
+    let session = connect(&mut r, now, a_main, 5, "bob");
 
     // A's assist connection from its punching port.
     let a_assist = ConnId(3);
@@ -222,19 +227,7 @@ fn a_session_ends_with_its_targets_control_connection() {
     let (a_main, b_main) = (ConnId(1), ConnId(2));
     register(&mut r, now, a_main, "198.51.100.2:40000", "alice", 1);
     register(&mut r, now, b_main, "198.51.100.6:40001", "bob", 2);
-    r.handle_frame(
-        now,
-        a_main,
-        Frame::TcpConnect {
-            txn: 9,
-            target: "bob".into(),
-        },
-    );
-    let (sent, _, _) = drain(&mut r);
-    let session = match &sent[..] {
-        [(_, Frame::TcpSession { session, .. })] => *session,
-        other => panic!("expected TcpSession, got {other:?}"),
-    };
+    let session = connect(&mut r, now, a_main, 9, "bob");
     // Alice's relay join waits in the session; then bob's control connection goes away.
     let a_relay = ConnId(3);
     r.handle_open(now, a_relay, Listener::Main, addr("198.51.100.2:43000"));
