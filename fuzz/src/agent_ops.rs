@@ -172,6 +172,9 @@ pub fn run(data: &[u8]) {
         } else {
             Duration::from_millis(1)
         },
+        // The punching phase is what this script checks; liveness after selection has
+        // its own tests (agent_liveness.rs).
+        liveness: None,
         ..PunchConfig::default()
     };
     let reported: Vec<(SocketAddr, CandidateKind)> = CANDIDATES
@@ -431,6 +434,7 @@ impl Harness {
                     assert!(*rtt <= self.now - self.start, "RTT longer than the session");
                 }
                 Event::Failed(_) => assert!(self.now >= self.deadline, "failed before deadline"),
+                Event::Disconnected { .. } => panic!("liveness is off in this script: {event:?}"),
             }
             self.terminal = Some(event);
         }

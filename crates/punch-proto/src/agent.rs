@@ -32,8 +32,12 @@
 //!    when both work (peers behind the same NAT); if a public path answers first while
 //!    host candidates are untried, the agent waits [`PunchConfig::private_grace`] for them.
 //!
-//! After [`Event::Selected`] the agent stops probing but keeps answering probes, so the
-//! peer can finish choosing its own path.
+//! After [`Event::Selected`] the agent stops punching but keeps answering probes, so the
+//! peer can finish choosing its own path, and (with [`PunchConfig::liveness`]) it keeps
+//! the chosen path alive and watched, as str0m's ICE agent keeps its nominated pair: a
+//! check probe every [`Liveness::interval`], and [`Event::Disconnected`] once no check
+//! has been answered for [`Liveness::dead_after`] (a NAT forgot its mapping, the peer
+//! moved). A disconnected agent is done; the caller punches again with a new session.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -62,6 +66,30 @@ pub const OPEN_COPIES: usize = 3;
 /// Most candidates tracked per session (reported + learned); bounds the table against a
 /// peer or attacker that sprays probes from many ports.
 pub const MAX_CANDIDATES: usize = 16;
+/// Interval of liveness checks on the chosen path: short, so a path that died (a NAT
+/// forgot its mapping) is left within seconds, not at QUIC's idle timeout; one small
+/// datagram a second is cheap.
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// A chosen path with no answer to its checks for this long is dead (three checks lost).
+pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_millis(3500);
+
+/// How the agent watches the path it chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    /// Interval between check probes on the chosen path.
+    pub interval: Duration,
+    /// The path is dead after this long without an answer to a check.
+    pub dead_after: Duration,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness {
+            interval: DEFAULT_CHECK_INTERVAL,
+            dead_after: DEFAULT_DEAD_AFTER,
+        }
+    }
+}
 
 /// Tunables of the punching schedule.
 #[derive(Debug, Clone)]
@@ -79,6 +107,9 @@ pub struct PunchConfig {
     pub deadline: Duration,
     /// Wait for untried private candidates after a public path works.
     pub private_grace: Duration,
+    /// Watch the chosen path after selection; `None` stops all sending once a path is
+    /// chosen (the caller then watches it itself).
+    pub liveness: Option<Liveness>,
 }
 
 impl Default for PunchConfig {
@@ -90,6 +121,7 @@ impl Default for PunchConfig {
             max_probe_interval: DEFAULT_MAX_PROBE_INTERVAL,
             deadline: DEFAULT_DEADLINE,
             private_grace: DEFAULT_PRIVATE_GRACE,
+            liveness: Some(Liveness::default()),
         }
     }
 }
@@ -149,6 +181,13 @@ pub enum Event {
     },
     /// No path worked.
     Failed(FailReason),
+    /// The chosen path stopped answering its liveness checks.
+    Disconnected {
+        /// The peer's address on the path that died.
+        addr: SocketAddr,
+        /// How long it had been silent.
+        silent_for: Duration,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -165,7 +204,14 @@ enum State {
     Opening,
     /// Full probes running.
     Probing,
-    /// A path is chosen (or the session failed); only answering now.
+    /// A path is chosen and watched with check probes.
+    Checking {
+        addr: SocketAddr,
+        next_check: Instant,
+        last_answer: Instant,
+    },
+    /// A path is chosen and not watched, the session failed, or the chosen path died;
+    /// only answering now.
     Done,
 }
 
@@ -249,9 +295,18 @@ impl Agent {
         self.session
     }
 
-    /// True once the agent has chosen a path or failed.
+    /// True once punching is over: the agent chose a path (and may still be watching
+    /// it), or failed.
     pub fn is_done(&self) -> bool {
-        self.state == State::Done
+        !matches!(self.state, State::Opening | State::Probing)
+    }
+
+    /// The chosen path while the agent watches it and it answers.
+    pub fn nominated(&self) -> Option<SocketAddr> {
+        match self.state {
+            State::Checking { addr, .. } => Some(addr),
+            _ => None,
+        }
     }
 
     fn add_candidate(&mut self, addr: SocketAddr, kind: CandidateKind) -> bool {
@@ -301,9 +356,7 @@ impl Agent {
                         payload,
                     });
                 }
-                if self.state != State::Done
-                    && self.add_candidate(from, CandidateKind::PeerReflexive)
-                {
+                if !self.is_done() && self.add_candidate(from, CandidateKind::PeerReflexive) {
                     // Probe the new candidate at once: its mapping is fresh and open.
                     self.send_probe(now, from, None);
                 }
@@ -311,13 +364,23 @@ impl Agent {
                 self.peer_ready(now);
             }
             Frame::ProbeAck { session, seq, .. } if session == self.session => {
-                if self.state == State::Done {
-                    return;
-                }
                 let sent = self.sent.iter().find(|(s, _, _)| *s == seq).copied();
                 let Some((_, dest, sent_at)) = sent else {
                     return;
                 };
+                if let State::Checking {
+                    addr, last_answer, ..
+                } = &mut self.state
+                {
+                    // An answer to a check (or a late one to a probe) from the chosen path.
+                    if from == *addr && dest == from {
+                        *last_answer = (*last_answer).max(now);
+                    }
+                    return;
+                }
+                if self.state == State::Done {
+                    return;
+                }
                 if dest != from {
                     // RFC 8445 §7.2.5.2.1: an answer proves a path only if it comes from the
                     // address probed. From elsewhere it is a new candidate to check.
@@ -357,7 +420,14 @@ impl Agent {
                 return;
             }
         }
-        self.state = State::Done;
+        self.state = match self.cfg.liveness {
+            Some(l) => State::Checking {
+                addr: best.addr,
+                next_check: now + l.interval,
+                last_answer: now,
+            },
+            None => State::Done,
+        };
         self.events.push_back(Event::Selected {
             addr: best.addr,
             kind: best.kind,
@@ -365,14 +435,46 @@ impl Agent {
         });
     }
 
+    /// Liveness checks on the chosen path.
+    fn check(&mut self, now: Instant) {
+        let State::Checking {
+            addr,
+            next_check,
+            last_answer,
+        } = self.state
+        else {
+            return;
+        };
+        // Only Checking exists with liveness configured.
+        let Some(l) = self.cfg.liveness else { return };
+        let silent_for = now.saturating_duration_since(last_answer);
+        if silent_for >= l.dead_after {
+            self.state = State::Done;
+            self.events
+                .push_back(Event::Disconnected { addr, silent_for });
+            return;
+        }
+        if now >= next_check {
+            self.send_probe(now, addr, None);
+            self.state = State::Checking {
+                addr,
+                next_check: now + l.interval,
+                last_answer,
+            };
+        }
+    }
+
     /// Advance timers to `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if matches!(self.state, State::Checking { .. }) {
+            return self.check(now);
+        }
         if self.state == State::Done {
             return;
         }
         if self.grace_until.is_some_and(|t| now >= t) {
             self.maybe_select(now);
-            if self.state == State::Done {
+            if self.is_done() {
                 return;
             }
         }
@@ -392,8 +494,20 @@ impl Agent {
         }
     }
 
-    /// When [`Agent::handle_timeout`] should be called next; `None` once done.
+    /// When [`Agent::handle_timeout`] should be called next; `None` once nothing is left
+    /// to do (punching failed, or the chosen path is not watched or died).
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if let (
+            State::Checking {
+                next_check,
+                last_answer,
+                ..
+            },
+            Some(l),
+        ) = (self.state, self.cfg.liveness)
+        {
+            return Some(next_check.min(last_answer + l.dead_after));
+        }
         if self.state == State::Done {
             return None;
         }

@@ -254,6 +254,12 @@ impl Rendezvous {
                 rec.requester
             }
         };
+        if datagram.len() == wire::RELAY_HEADER_LEN {
+            // A keepalive (no payload) from a peer on a direct path: the session stays,
+            // so a fallback to the relay finds it; nothing is forwarded or counted.
+            rec.expires = rec.expires.max(now + cfg.idle_timeout);
+            return None;
+        }
         match rec.relay.admit(&cfg, now, datagram.len()) {
             Admit::Forward => {
                 rec.expires = rec.expires.max(now + cfg.idle_timeout);

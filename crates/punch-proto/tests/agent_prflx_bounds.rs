@@ -152,7 +152,8 @@ proptest! {
     #[test]
     fn never_more_than_max_candidates(ops in proptest::collection::vec(op(), 1..300)) {
         let t0 = Instant::now();
-        let cfg = PunchConfig { private_grace: Duration::from_secs(3), ..PunchConfig::default() };
+        // The punching phase only: liveness after selection has its own tests.
+        let cfg = PunchConfig { private_grace: Duration::from_secs(3), liveness: None, ..PunchConfig::default() };
         let mut agent = Agent::new(cfg, SESSION, reported(), t0);
         let mut now = t0;
         let mut sent: Vec<Sent> = drain_agent(&mut agent);

@@ -121,3 +121,32 @@ fn unknown_and_idle_sessions_are_refused() {
         "{reasons:?}"
     );
 }
+
+#[test]
+fn keepalives_hold_an_unused_session_without_forwarding_and_follow_a_new_address() {
+    let (mut h, alice, bob, session) = pair(RelayConfig {
+        idle_timeout: Duration::from_secs(60),
+        ..RelayConfig::default()
+    });
+    let keepalive = encode_relay(Side::Requester, session, &[]);
+    // A pair on a direct path sends only keepalives, every 25 s, for ten minutes.
+    for i in 1..=24 {
+        h.advance_to(Duration::from_secs(25 * i));
+        assert_eq!(h.rv.relay(h.now, bob, &keepalive), None, "not forwarded");
+    }
+    assert_eq!(
+        h.rv.stats().relayed_packets,
+        0,
+        "keepalives are not relayed"
+    );
+    // Then bob's NAT gives him a new port: his first datagram from it finds the session,
+    // and alice's answer goes to the new address.
+    let moved = public(2, 50_123);
+    let d = encode_relay(Side::Requester, session, &[0x40; 100]);
+    assert_eq!(h.rv.relay(h.now, moved, &d), Some(alice));
+    let back = encode_relay(Side::Target, session, &[0x40; 100]);
+    assert_eq!(h.rv.relay(h.now, alice, &back), Some(moved));
+    // Without keepalives the session would have gone long ago.
+    h.advance_to(Duration::from_secs(25 * 24 + 600));
+    assert_eq!(h.rv.relay(h.now, moved, &d), None, "idle again: forgotten");
+}

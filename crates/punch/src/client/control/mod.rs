@@ -561,7 +561,11 @@ impl Control {
             );
         }
         let relay_mode = self.cfg.relay;
-        let punch = self.cfg.punch.clone();
+        // This task checks chosen paths itself.
+        let punch = punch_proto::agent::PunchConfig {
+            liveness: None,
+            ..self.cfg.punch.clone()
+        };
         let own_private = self.private.clone();
         let me_smaller = self.identity.public_key() < key;
         let Some(p) = self.peers.get_mut(&key) else {

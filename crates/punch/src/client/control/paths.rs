@@ -216,6 +216,8 @@ impl Control {
                     self.start_quic(key);
                 }
             }
+            // Liveness is off in the agents this task runs (it checks paths itself).
+            AgentEvent::Disconnected { .. } => {}
             AgentEvent::Failed(_) => {
                 let tried = candidates_text(&p.info);
                 let failed = format!("no direct path within {deadline:?} (tried {tried})");
