@@ -46,7 +46,7 @@ pub async fn run(cfg: ClientConfig, peer: Option<String>, mib: u64) -> Result<()
         }
         Some(peer) => {
             let pc = client.connect(&peer).await?;
-            let path = client.current_path(&pc.key).unwrap_or(pc.path.clone());
+            let path = client.current_path(&pc.key).or(pc.path);
             let bytes = mib * 1024 * 1024;
             let (mut send, mut recv) = pc.connection.open_bi().await?;
             let chunk = vec![0x5au8; CHUNK];
@@ -69,7 +69,8 @@ pub async fn run(cfg: ClientConfig, peer: Option<String>, mib: u64) -> Result<()
                 "{}",
                 json!({"bytes": bytes, "secs": secs, "mbit_s": bytes as f64 * 8.0 / secs / 1e6,
                        "datagrams": datagrams, "datagrams_s": datagrams as f64 / secs,
-                       "path": path.kind, "remote": path.remote.to_string()})
+                       "path": path.map(|p| p.kind.as_str()),
+                       "remote": path.map(|p| p.remote.to_string())})
             );
         }
     }

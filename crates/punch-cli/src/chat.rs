@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use punch::client::{Client, ClientConfig, ClientError, ClientEvent, ConnectError, PeerConnection};
+use punch::client::{
+    Client, ClientConfig, ClientError, ClientEvent, ConnectError, PathKind, PeerConnection,
+};
 use punch::identity::{Identity, PublicKey};
 use punch::tcp::client::{RelayEnd, TcpClient, TcpClientConfig, TcpPeerConnection};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -348,7 +350,7 @@ pub async fn run(opts: ChatOptions, reporter: Reporter) -> Result<()> {
                         Some(tcp)
                             if matches!(
                                 e,
-                                ConnectError::NoPath(..)
+                                ConnectError::NoPath { .. }
                                     | ConnectError::Impossible(_)
                                     | ConnectError::Handshake(_)
                             ) =>
@@ -482,13 +484,13 @@ async fn udp_events(client: Arc<Client>, shared: Arc<Shared>) {
                 ));
             }
             // With a TCP fallback the peer tries TCP next: not an error yet.
-            ClientEvent::IncomingFailed { peer, reason } if shared.tcp_fallback.is_some() => {
+            ClientEvent::IncomingFailed { peer, error } if shared.tcp_fallback.is_some() => {
                 shared.reporter.notice(&format!(
-                    "no UDP path from {peer} ({reason}); TCP may follow"
+                    "no UDP path from {peer} ({error}); TCP may follow"
                 ))
             }
-            ClientEvent::IncomingFailed { peer, reason } => {
-                shared.reporter.error(Some(&peer), &reason)
+            ClientEvent::IncomingFailed { peer, error } => {
+                shared.reporter.error(Some(&peer), &error.to_string())
             }
             ClientEvent::ServerLost => shared.reporter.notice("server stopped answering; retrying"),
             ClientEvent::ServerBack { public } => shared
@@ -496,26 +498,34 @@ async fn udp_events(client: Arc<Client>, shared: Arc<Shared>) {
                 .notice(&format!("server answers again (public address {public})")),
             // A change before the peer is attached is already in its `connected` line, and
             // one after a move to TCP concerns a connection that is going away.
-            ClientEvent::Path { peer, path, reason } if on_udp(&shared, &peer) => {
-                if path.kind == "direct" {
+            ClientEvent::Path {
+                peer,
+                path: Some(path),
+                reason,
+                ..
+            } if on_udp(&shared, &peer) => {
+                if path.kind == PathKind::Direct {
                     lock(&shared.no_direct).remove(&peer);
                 }
                 shared.reporter.path(
                     &peer,
-                    path.kind,
-                    path.candidate,
+                    path.kind.as_str(),
+                    path.candidate_str(),
                     path.remote,
                     "udp",
-                    &reason,
+                    &reason.to_string(),
                 )
             }
-            ClientEvent::PathError { peer, reason } if on_udp(&shared, &peer) => {
-                shared.reporter.error(Some(&peer), &reason)
-            }
+            ClientEvent::Path {
+                peer,
+                path: None,
+                reason,
+                ..
+            } if on_udp(&shared, &peer) => shared.reporter.error(Some(&peer), &reason.to_string()),
             ClientEvent::DirectFailed { peer, reason } if shared.tcp_fallback.is_some() => {
                 let mut peers = lock(&shared.peers);
                 match peers.get_mut(&peer) {
-                    Some(e) => maybe_try_tcp(&shared, e, &peer, reason),
+                    Some(e) => maybe_try_tcp(&shared, e, &peer, reason.to_string()),
                     None => {
                         lock(&shared.no_direct).insert(peer);
                     }
@@ -585,8 +595,8 @@ async fn try_tcp_inner(shared: Arc<Shared>, name: String, why: String) {
             match path {
                 Some(p) => shared.reporter.path(
                     &name,
-                    p.kind,
-                    p.candidate,
+                    p.kind.as_str(),
+                    p.candidate_str(),
                     p.remote,
                     "udp",
                     &format!("{reason}; staying on the {}", p.kind),
@@ -703,16 +713,15 @@ async fn attach(shared: Arc<Shared>, j: Joining, counted: bool) {
                     .client
                     .as_ref()
                     .and_then(|c| c.current_path(&j.key))
-                    .unwrap_or(pc.path.clone());
+                    .or(pc.path);
                 let rtt = Some(pc.connection.rtt());
-                shared.reporter.connected(
-                    &j.name,
-                    path.kind,
-                    path.candidate,
-                    path.remote,
-                    rtt,
-                    "udp",
-                );
+                let (kind, candidate, remote) = match &path {
+                    Some(p) => (p.kind.as_str(), p.candidate_str(), p.remote),
+                    None => ("none", "none", pc.connection.remote_address()),
+                };
+                shared
+                    .reporter
+                    .connected(&j.name, kind, candidate, remote, rtt, "udp");
             }
             Io::Tcp(pc) => {
                 let p = &pc.path;

@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use punch::client::{Client, ClientConfig, ClientEvent};
+use punch::client::{Client, ClientConfig, ClientEvent, PathKind};
 use punch::identity::Identity;
 use punch::server::{ServerConfig, ServerHandle};
 
@@ -58,26 +58,25 @@ async fn steps() -> Result<()> {
         bail!("alice did not see bob connect");
     };
     let took = started.elapsed().as_secs_f64() * 1000.0;
+    let first = to_alice.path.context("connected without a path")?;
     println!(
         "4. connected in {took:.1} ms over the {} path ({}), keys verified both ways",
-        to_alice.path.kind, to_alice.path.remote
+        first.kind, first.remote
     );
     // With the relay on (the default), the first packets may go through the server while
     // punching finishes; the connection then moves to the direct path underneath.
-    let mut path = bob
-        .current_path(&to_alice.key)
-        .unwrap_or(to_alice.path.clone());
+    let mut path = bob.current_path(&to_alice.key).unwrap_or(first);
     let wait_until = Instant::now() + Duration::from_secs(5);
-    while path.kind != "direct" && Instant::now() < wait_until {
+    while path.kind != PathKind::Direct && Instant::now() < wait_until {
         tokio::time::sleep(Duration::from_millis(5)).await;
         path = bob.current_path(&to_alice.key).unwrap_or(path);
     }
     println!(
         "   path now: {} to alice's {} address {} (probe rtt {:.2} ms); QUIC rtt {:.2} ms",
         path.kind,
-        path.candidate,
+        path.candidate_str(),
         path.remote,
-        path.probe_rtt.as_secs_f64() * 1000.0,
+        path.rtt.as_secs_f64() * 1000.0,
         to_alice.connection.rtt().as_secs_f64() * 1000.0
     );
     if to_bob.key != bob.public_key() || to_alice.key != alice.public_key() {

@@ -5,49 +5,35 @@
 //! a real address, or through the server's relay. Switching the route is invisible to
 //! quinn, so a live connection moves from relay to direct (and back) without a handshake,
 //! a migration or a lost message: QUIC simply retransmits whatever the old path dropped.
-//! This is the design iroh uses. The table does not decide *when* to switch: the client's
-//! control task does, from punching results and path checks.
+//! This is the design iroh uses. The table does not decide *when* to switch: the client
+//! session ([`punch_proto::client::Session`]) does, and its driver writes its
+//! [`Route`]s here.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::RwLock;
 
+pub use punch_proto::client::Route;
 use punch_proto::wire::Side;
 
 /// Most peers with a virtual address at once.
 pub const MAX_PEERS: usize = 4096;
 
-/// How to reach a peer through the relay.
+/// Where a datagram quinn addressed to some address goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RelayRoute {
-    /// The relaying server.
-    pub server: SocketAddr,
-    /// Our end of the session (goes in every relayed datagram).
-    pub side: Side,
-    /// The session the server relays.
-    pub session: u64,
-}
-
-/// Which path carries a peer's traffic now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Active {
-    /// Straight to the peer's real address.
-    Direct(SocketAddr),
-    /// Through the server.
-    Relay(RelayRoute),
-    /// Nowhere yet (no relay allowed, no direct path found): datagrams are dropped and
-    /// QUIC retransmits them once a path exists.
-    None,
-}
-
-/// Where a datagram for a virtual address goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
+pub enum Dest {
     /// Send the datagram as it is to this address.
     Direct(SocketAddr),
     /// Wrap it in a relay header and send it to the server.
-    Relay(RelayRoute),
-    /// Drop it.
+    Relay {
+        /// The relaying server.
+        server: SocketAddr,
+        /// Our end of the session.
+        side: Side,
+        /// The session.
+        session: u64,
+    },
+    /// Drop it (no path for now: QUIC retransmits once one exists).
     Drop,
     /// Not a virtual address: send it to that address as it is.
     Unmapped,
@@ -55,7 +41,7 @@ pub enum Route {
 
 #[derive(Default)]
 struct Tables {
-    active: HashMap<SocketAddr, Active>,
+    active: HashMap<SocketAddr, Route>,
     /// Real peer address -> virtual address, for datagrams arriving directly.
     by_real: HashMap<SocketAddr, SocketAddr>,
     /// Relay session -> virtual address, for datagrams arriving through the relay.
@@ -95,7 +81,7 @@ impl PathTable {
         // 240.x.y.z with z != 0; the port carries nothing but keeps the address unique.
         let ip = Ipv4Addr::new(240, (n >> 16) as u8, (n >> 8) as u8, n as u8);
         let v = SocketAddr::new(ip.into(), 1);
-        t.active.insert(v, Active::None);
+        t.active.insert(v, Route::None);
         Some(v)
     }
 
@@ -108,7 +94,7 @@ impl PathTable {
     }
 
     /// Make `path` carry `v`'s traffic from now on.
-    pub fn set_active(&self, v: SocketAddr, path: Active) {
+    pub fn set_active(&self, v: SocketAddr, path: Route) {
         let mut t = self.write();
         if let Some(a) = t.active.get_mut(&v) {
             *a = path;
@@ -121,19 +107,19 @@ impl PathTable {
     /// handshake would be dropped until our own punching finishes.
     pub fn learn_direct(&self, v: SocketAddr, real: SocketAddr) {
         // Called for received datagrams: the common case (a path exists) needs no write.
-        if self.read().active.get(&v) != Some(&Active::None) {
+        if self.read().active.get(&v) != Some(&Route::None) {
             return;
         }
         let mut t = self.write();
         if let Some(a) = t.active.get_mut(&v) {
-            if *a == Active::None {
-                *a = Active::Direct(real);
+            if *a == Route::None {
+                *a = Route::Direct(real);
             }
         }
     }
 
     /// The path carrying `v` now.
-    pub fn active(&self, v: SocketAddr) -> Option<Active> {
+    pub fn active(&self, v: SocketAddr) -> Option<Route> {
         self.read().active.get(&v).copied()
     }
 
@@ -145,23 +131,34 @@ impl PathTable {
         }
     }
 
-    /// Datagrams relayed in `session` belong to `v`.
-    pub fn relay_session(&self, session: u64, v: SocketAddr) {
+    /// Datagrams relayed in `sessions` (and no others) belong to `v`.
+    pub fn set_relay_sessions(&self, v: SocketAddr, sessions: &[u64]) {
         let mut t = self.write();
-        if t.by_session.len() < MAX_PEERS * 4 {
-            t.by_session.insert(session, v);
+        t.by_session.retain(|s, x| *x != v || sessions.contains(s));
+        for s in sessions {
+            if t.by_session.len() < MAX_PEERS * 2 {
+                t.by_session.insert(*s, v);
+            }
         }
     }
 
     /// Where to send a datagram quinn addressed to `dest`. A virtual address no longer in
     /// the table is dropped: it must never leave as a real destination.
-    pub fn route(&self, dest: SocketAddr) -> Route {
+    pub fn route(&self, dest: SocketAddr) -> Dest {
         match self.read().active.get(&dest) {
-            None if is_virtual(dest) => Route::Drop,
-            None => Route::Unmapped,
-            Some(Active::Direct(a)) => Route::Direct(*a),
-            Some(Active::Relay(r)) => Route::Relay(*r),
-            Some(Active::None) => Route::Drop,
+            None if is_virtual(dest) => Dest::Drop,
+            None => Dest::Unmapped,
+            Some(Route::Direct(a)) => Dest::Direct(*a),
+            Some(Route::Relay {
+                server,
+                side,
+                session,
+            }) => Dest::Relay {
+                server: *server,
+                side: *side,
+                session: *session,
+            },
+            Some(Route::None) => Dest::Drop,
         }
     }
 
@@ -189,27 +186,41 @@ mod tests {
     fn routes_follow_the_active_path() {
         let t = PathTable::default();
         let v = t.allocate().unwrap();
-        assert_eq!(t.route(v), Route::Drop);
+        assert_eq!(t.route(v), Dest::Drop);
         let server: SocketAddr = "203.0.113.10:3478".parse().unwrap();
-        let relay = RelayRoute {
+        let relay = Route::Relay {
             server,
             side: Side::Target,
             session: 9,
         };
-        t.set_active(v, Active::Relay(relay));
-        t.relay_session(9, v);
-        assert_eq!(t.route(v), Route::Relay(relay));
+        t.set_active(v, relay);
+        t.set_relay_sessions(v, &[9, 8]);
+        assert_eq!(
+            t.route(v),
+            Dest::Relay {
+                server,
+                side: Side::Target,
+                session: 9
+            }
+        );
         assert_eq!(t.virtual_for_session(9), Some(v));
+        assert_eq!(t.virtual_for_session(8), Some(v));
+        t.set_relay_sessions(v, &[10, 9]);
+        assert_eq!(
+            t.virtual_for_session(8),
+            None,
+            "only the sessions given stay"
+        );
         let real: SocketAddr = "198.51.100.2:4000".parse().unwrap();
         t.alias(real, v);
-        t.set_active(v, Active::Direct(real));
-        assert_eq!(t.route(v), Route::Direct(real));
+        t.set_active(v, Route::Direct(real));
+        assert_eq!(t.route(v), Dest::Direct(real));
         assert_eq!(t.virtual_for_real(real), Some(v));
-        assert_eq!(t.route(real), Route::Unmapped);
+        assert_eq!(t.route(real), Dest::Unmapped);
         t.remove(v);
         assert_eq!(
             t.route(v),
-            Route::Drop,
+            Dest::Drop,
             "a forgotten virtual address goes nowhere"
         );
         assert_eq!(t.virtual_for_real(real), None);

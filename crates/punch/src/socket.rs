@@ -29,7 +29,7 @@ use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use tokio::io::Interest;
 
-use crate::paths::{PathTable, Route};
+use crate::paths::{Dest, PathTable};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, trace};
@@ -261,13 +261,15 @@ impl DemuxSocket {
         &self.inner.paths
     }
 
-    /// Relayed datagrams of `session` belong to the peer at virtual address `v`; any that
+    /// Relayed datagrams of `sessions` belong to the peer at virtual address `v`; any that
     /// arrived before this call are handed to quinn now.
-    pub fn map_relay_session(&self, session: u64, v: SocketAddr) {
-        self.inner.paths.relay_session(session, v);
+    pub fn map_relay_sessions(&self, v: SocketAddr, sessions: &[u64]) {
+        self.inner.paths.set_relay_sessions(v, sessions);
         let mut batch = QuicBatch::default();
-        for data in lock(&self.inner.parked).take(session) {
-            batch.push(v, &data);
+        for session in sessions {
+            for data in lock(&self.inner.parked).take(*session) {
+                batch.push(v, &data);
+            }
         }
         self.inner.queue_for_quinn(batch);
     }
@@ -514,12 +516,16 @@ impl AsyncUdpSocket for DemuxSocket {
             .unwrap_or_else(|e| e.into_inner());
         let contents = transmit.contents;
         match self.inner.paths.route(transmit.destination) {
-            Route::Direct(real) => self.inner.send_quic(real, contents, transmit.segment_size),
-            Route::Unmapped => {
+            Dest::Direct(real) => self.inner.send_quic(real, contents, transmit.segment_size),
+            Dest::Unmapped => {
                 self.inner
                     .send_quic(transmit.destination, contents, transmit.segment_size)
             }
-            Route::Relay(r) => {
+            Dest::Relay {
+                server,
+                side,
+                session,
+            } => {
                 // Every datagram of a GSO batch gets its own header, so the segments grow
                 // by the header and stay equal-sized (the last may still be shorter).
                 let segment = transmit.segment_size.unwrap_or(contents.len()).max(1);
@@ -527,16 +533,16 @@ impl AsyncUdpSocket for DemuxSocket {
                 let mut wrapped =
                     Vec::with_capacity(contents.len() + segments * wire::RELAY_HEADER_LEN);
                 for payload in contents.chunks(segment) {
-                    wire::encode_relay_into(&mut wrapped, r.side, r.session, payload);
+                    wire::encode_relay_into(&mut wrapped, side, session, payload);
                 }
                 self.inner.send_quic(
-                    r.server,
+                    server,
                     &wrapped,
                     transmit.segment_size.map(|s| s + wire::RELAY_HEADER_LEN),
                 )
             }
             // No path yet: as lost on the wire; QUIC retransmits.
-            Route::Drop => Ok(()),
+            Dest::Drop => Ok(()),
         }
     }
 

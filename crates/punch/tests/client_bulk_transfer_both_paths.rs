@@ -41,7 +41,7 @@ async fn transfer(relay: RelayMode, expect_path: &str) {
     let bob = client(server.local_addr(), "bob", relay).await;
 
     let to_alice = bob.connect("alice").await.expect("bob connects to alice");
-    assert_eq!(to_alice.path.kind, expect_path);
+    assert_eq!(to_alice.path.map(|p| p.kind.as_str()), Some(expect_path));
     let to_bob = match alice.next_event().await {
         Some(ClientEvent::Incoming(pc)) => pc,
         other => panic!("alice expected an incoming connection, got {other:?}"),

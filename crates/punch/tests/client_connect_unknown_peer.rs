@@ -1,5 +1,5 @@
 //! Asking for a name nobody registered fails at once with the server's refusal,
-//! `ConnectError::Refused(ErrorCode::UnknownPeer, _)`, well before the server timeout, and
+//! `ConnectError::Refused { code: ErrorCode::UnknownPeer, .. }`, well before the server timeout, and
 //! leaves the client usable.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -38,7 +38,10 @@ async fn unknown_peer_is_refused_quickly() {
             .expect_err("nobody is registered");
         let took = started.elapsed();
         match &err {
-            ConnectError::Refused(ErrorCode::UnknownPeer, reason) => {
+            ConnectError::Refused {
+                code: ErrorCode::UnknownPeer,
+                reason,
+            } => {
                 assert!(reason.contains("nobody"), "reason names the peer: {reason}")
             }
             other => panic!("expected Refused(UnknownPeer, _), got {other:?}"),
@@ -50,7 +53,10 @@ async fn unknown_peer_is_refused_quickly() {
         let again = bob.connect("nobody").await.expect_err("still unknown");
         assert!(matches!(
             again,
-            ConnectError::Refused(ErrorCode::UnknownPeer, _)
+            ConnectError::Refused {
+                code: ErrorCode::UnknownPeer,
+                ..
+            }
         ));
     })
     .await

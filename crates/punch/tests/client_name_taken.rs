@@ -34,7 +34,7 @@ async fn second_key_for_a_name_is_refused() {
                 Ok(_) => panic!("a second key must not get the name"),
             };
         match &err {
-            ClientError::Refused(reason) => {
+            ClientError::Refused { reason, .. } => {
                 assert!(reason.contains("alice"), "reason names the name: {reason}")
             }
             other => panic!("expected Refused, got {other}"),

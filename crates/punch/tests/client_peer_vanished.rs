@@ -40,11 +40,13 @@ async fn vanished_peer_gives_no_path() {
         let err = bob.connect("alice").await.expect_err("alice is gone");
         let took = started.elapsed();
         match &err {
-            ConnectError::NoPath(deadline, tried, _) => {
+            ConnectError::NoPath {
+                deadline, tried, ..
+            } => {
                 assert_eq!(*deadline, DEADLINE);
                 assert!(
-                    tried.contains(&alice_addr.to_string()),
-                    "names the address tried: {tried}"
+                    tried.iter().any(|a| a.port() == alice_addr.port()),
+                    "names the address tried: {tried:?}"
                 );
             }
             other => panic!("expected NoPath, got {other:?}"),
@@ -71,12 +73,12 @@ async fn no_path_names_each_address_once() {
             .await
             .expect("bob");
         match bob.connect("alice").await {
-            Err(ConnectError::NoPath(_, tried, _)) => {
-                let addrs: Vec<&str> = tried.split(", ").collect();
-                let mut unique = addrs.clone();
+            Err(ConnectError::NoPath { tried, .. }) => {
+                let mut unique = tried.clone();
                 unique.sort();
                 unique.dedup();
-                assert_eq!(addrs.len(), unique.len(), "tried {tried}");
+                assert_eq!(tried.len(), unique.len(), "tried {tried:?}");
+                assert!(!tried.is_empty());
             }
             other => panic!("expected NoPath, got {other:?}"),
         }
