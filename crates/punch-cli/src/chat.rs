@@ -493,6 +493,24 @@ async fn udp_events(client: Arc<Client>, shared: Arc<Shared>) {
                 shared.reporter.error(Some(&peer), &error.to_string())
             }
             ClientEvent::ServerLost => shared.reporter.notice("server stopped answering; retrying"),
+            ClientEvent::PublicAddress { public } => shared.reporter.address(
+                "public",
+                &public.to_string(),
+                "the server sees us at a new address (our NAT gave us a new mapping)",
+            ),
+            ClientEvent::LocalAddress { local } => shared.reporter.address(
+                "local",
+                &local.to_string(),
+                "our local address changed; punching again",
+            ),
+            ClientEvent::Rebound { local } => shared.reporter.address(
+                "local",
+                &local.to_string(),
+                "moved to a fresh local port: punching from the old one failed after a lost path",
+            ),
+            ClientEvent::RegistrationRefused { reason } => shared
+                .reporter
+                .error(None, &format!("registration refused: {reason}")),
             ClientEvent::ServerBack { public } => shared
                 .reporter
                 .notice(&format!("server answers again (public address {public})")),

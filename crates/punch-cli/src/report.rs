@@ -123,6 +123,14 @@ impl Reporter {
         );
     }
 
+    /// One of our addresses changed (`which`: `"public"` or `"local"`).
+    pub fn address(&self, which: &str, addr: &str, reason: &str) {
+        self.emit(
+            json!({"event":"address","which":which,"address":addr,"reason":reason}),
+            format!("{which} address now {addr}: {reason}"),
+        );
+    }
+
     /// Something worth knowing that is not an error.
     pub fn notice(&self, text: &str) {
         self.emit(json!({"event":"notice","text":text}), text.to_string());

@@ -13,8 +13,14 @@
 //! sends leave as GSO trains of up to ten datagrams per call, on the relay path with a
 //! relay header in front of every segment.
 //!
-//! It does not own what the datagrams mean: the client's control task does.
+//! The kernel socket can be replaced under a live endpoint ([`DemuxSocket::rebind`]): a
+//! fresh local port means fresh NAT mappings everywhere, the remedy when a NAT's
+//! connection tracking was left in a state that blocks the old port's paths. quinn keeps
+//! its connections (it addresses peers by their virtual addresses).
+//!
+//! It does not own what the datagrams mean: the client's session does.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::io::{self, IoSliceMut};
@@ -62,16 +68,43 @@ fn is_quic(first: u8) -> bool {
     first >= 64
 }
 
-struct Inner {
+/// One kernel socket with quinn-udp's view of it.
+struct Io {
     udp: tokio::net::UdpSocket,
     /// quinn-udp's view of the same socket: batched receive (recvmmsg, GRO) and GSO sends.
     state: UdpSocketState,
+    default_ttl: u32,
+}
+
+impl Io {
+    fn bind(addr: SocketAddr) -> io::Result<Io> {
+        let std = std::net::UdpSocket::bind(addr)?;
+        std.set_nonblocking(true)?;
+        let udp = tokio::net::UdpSocket::from_std(std)?;
+        let state = UdpSocketState::new((&udp).into())?;
+        let default_ttl = udp.ttl()?;
+        Ok(Io {
+            udp,
+            state,
+            default_ttl,
+        })
+    }
+}
+
+struct Inner {
+    /// The kernel socket in use (replaced by [`DemuxSocket::rebind`]).
+    io: RwLock<Arc<Io>>,
+    /// The address asked for at bind time (a rebind keeps its IP, with a fresh port).
+    bind_addr: SocketAddr,
+    /// Where the receive loop sends control datagrams (kept for a rebind's new loop).
+    ctl_tx: mpsc::Sender<ControlDatagram>,
+    /// The receive loop of the socket in use.
+    recv_task: Mutex<Option<AbortOnDrop>>,
     /// Virtual peer addresses (what quinn sees) and their real paths.
     paths: Arc<PathTable>,
     /// Taken for writing while a datagram leaves with a non-default TTL, so no other
     /// datagram leaves with the temporary TTL; every normal send takes it for reading.
     ttl_lock: RwLock<()>,
-    default_ttl: u32,
     quic_rx: Mutex<QuicRx>,
     /// Feeds quinn; also used to hand over parked datagrams.
     quic_tx: mpsc::Sender<QuicBatch>,
@@ -79,6 +112,9 @@ struct Inner {
     queued: AtomicUsize,
     /// Relayed datagrams of sessions not mapped yet.
     parked: Mutex<Parked>,
+    /// The last QUIC datagram sent to each peer (virtual address), for
+    /// [`DemuxSocket::replay_last`].
+    last_sent: Mutex<HashMap<SocketAddr, Vec<u8>>>,
 }
 
 /// Most relayed datagrams kept for sessions not mapped yet (a QUIC handshake's first
@@ -197,7 +233,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Clone)]
 pub struct DemuxSocket {
     inner: Arc<Inner>,
-    _recv_task: Arc<AbortOnDrop>,
 }
 
 struct AbortOnDrop(JoinHandle<()>);
@@ -210,7 +245,7 @@ impl Drop for AbortOnDrop {
 impl fmt::Debug for DemuxSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DemuxSocket")
-            .field("local", &self.inner.udp.local_addr().ok())
+            .field("local", &self.inner.io().udp.local_addr().ok())
             .finish()
     }
 }
@@ -220,19 +255,18 @@ impl DemuxSocket {
     pub async fn bind(
         addr: SocketAddr,
     ) -> io::Result<(DemuxSocket, mpsc::Receiver<ControlDatagram>)> {
-        let udp = tokio::net::UdpSocket::bind(addr).await?;
-        let state = UdpSocketState::new((&udp).into())?;
-        let default_ttl = udp.ttl()?;
+        let io = Arc::new(Io::bind(addr)?);
         // Every queued batch holds at least one datagram, and at most QUIC_QUEUE datagrams
         // are queued, so the channel never fills before the count does.
         let (quic_tx, quic_rx) = mpsc::channel(QUIC_QUEUE);
         let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_QUEUE);
         let inner = Arc::new(Inner {
-            udp,
-            state,
+            io: RwLock::new(io.clone()),
+            bind_addr: addr,
+            ctl_tx,
+            recv_task: Mutex::new(None),
             paths: Arc::new(PathTable::default()),
             ttl_lock: RwLock::new(()),
-            default_ttl,
             quic_rx: Mutex::new(QuicRx {
                 rx: quic_rx,
                 current: None,
@@ -240,20 +274,35 @@ impl DemuxSocket {
             quic_tx,
             queued: AtomicUsize::new(0),
             parked: Mutex::new(Parked::default()),
+            last_sent: Mutex::new(HashMap::new()),
         });
-        let task = tokio::spawn(recv_loop(Arc::downgrade(&inner), ctl_tx));
-        Ok((
-            DemuxSocket {
-                inner,
-                _recv_task: Arc::new(AbortOnDrop(task)),
-            },
-            ctl_rx,
-        ))
+        inner.start_recv(io);
+        Ok((DemuxSocket { inner }, ctl_rx))
     }
 
     /// The bound local address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.udp.local_addr()
+        self.inner.io().udp.local_addr()
+    }
+
+    /// Replace the kernel socket with a fresh one on a new port (same IP as bound). What
+    /// was in flight to the old port is lost, as on any path change; QUIC retransmits.
+    /// Returns the new local address.
+    pub fn rebind(&self) -> io::Result<SocketAddr> {
+        let addr = SocketAddr::new(self.inner.bind_addr.ip(), 0);
+        let io = Arc::new(Io::bind(addr)?);
+        let local = io.udp.local_addr()?;
+        {
+            // No datagram leaves with a temporary TTL while the socket changes.
+            let _guard = self
+                .inner
+                .ttl_lock
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            *self.inner.io.write().unwrap_or_else(|e| e.into_inner()) = io.clone();
+        }
+        self.inner.start_recv(io);
+        Ok(local)
     }
 
     /// The table mapping peers' virtual addresses to real paths.
@@ -274,18 +323,45 @@ impl DemuxSocket {
         self.inner.queue_for_quinn(batch);
     }
 
+    /// Send the last QUIC datagram sent to the peer at virtual address `v` again, along
+    /// its route now. Called when a peer's path changes: that datagram was most likely
+    /// lost on the dead path, and the peer's acknowledgement of it wakes QUIC's loss
+    /// recovery at once. Without it, a sender whose packets went nowhere for a while sends
+    /// its next probe only after an exponentially backed-off timeout (RFC 9002 §6.2), which
+    /// after a 30 s outage can be another half minute.
+    pub fn replay_last(&self, v: SocketAddr) {
+        let last: Option<Vec<u8>> = lock(&self.inner.last_sent).get(&v).cloned();
+        if let Some(d) = last {
+            let _guard = self
+                .inner
+                .ttl_lock
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = self.inner.route_and_send(v, &d, None) {
+                debug!(error = %e, "replay failed");
+            }
+        }
+    }
+
+    /// Forget the peer at virtual address `v`: its routes and what was sent to it.
+    pub fn forget_peer(&self, v: SocketAddr) {
+        self.inner.paths.remove(v);
+        lock(&self.inner.last_sent).remove(&v);
+    }
+
     /// Send a datagram now (control traffic). `ttl` overrides the IP TTL for this datagram.
     pub fn send_to(&self, data: &[u8], dest: SocketAddr, ttl: Option<u32>) -> io::Result<()> {
+        let io = self.inner.io();
         let result = match ttl {
-            Some(ttl) if ttl != self.inner.default_ttl => {
+            Some(ttl) if ttl != io.default_ttl => {
                 let _guard = self
                     .inner
                     .ttl_lock
                     .write()
                     .unwrap_or_else(|e| e.into_inner());
-                self.inner.udp.set_ttl(ttl)?;
-                let r = raw_send(&self.inner.udp, data, dest);
-                self.inner.udp.set_ttl(self.inner.default_ttl)?;
+                io.udp.set_ttl(ttl)?;
+                let r = raw_send(&io.udp, data, dest);
+                io.udp.set_ttl(io.default_ttl)?;
                 r
             }
             _ => {
@@ -294,7 +370,7 @@ impl DemuxSocket {
                     .ttl_lock
                     .read()
                     .unwrap_or_else(|e| e.into_inner());
-                raw_send(&self.inner.udp, data, dest)
+                raw_send(&io.udp, data, dest)
             }
         };
         match result {
@@ -320,6 +396,18 @@ pub(crate) fn raw_send(
 }
 
 impl Inner {
+    /// The kernel socket in use.
+    fn io(&self) -> Arc<Io> {
+        self.io.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Run the receive loop on `io`, replacing the loop of an earlier socket.
+    fn start_recv(self: &Arc<Self>, io: Arc<Io>) {
+        let task = tokio::spawn(recv_loop(Arc::downgrade(self), io, self.ctl_tx.clone()));
+        // The old loop (if any) is aborted as its handle drops.
+        *lock(&self.recv_task) = Some(AbortOnDrop(task));
+    }
+
     /// Queue `batch` for quinn, dropping what does not fit in [`QUIC_QUEUE`] (as a
     /// congested link would).
     fn queue_for_quinn(&self, mut batch: QuicBatch) {
@@ -361,8 +449,9 @@ impl Inner {
         };
         // Through tokio's readiness, so a full buffer parks quinn until the socket is
         // writable again instead of making it retry at once.
-        self.udp.try_io(Interest::WRITABLE, || {
-            self.state.send((&self.udp).into(), &transmit)
+        let io = self.io();
+        io.udp.try_io(Interest::WRITABLE, || {
+            io.state.send((&io.udp).into(), &transmit)
         })
     }
 }
@@ -390,27 +479,28 @@ impl<K: PartialEq + Copy> LastLookup<K> {
     }
 }
 
-async fn recv_loop(inner: std::sync::Weak<Inner>, ctl_tx: mpsc::Sender<ControlDatagram>) {
-    let Some(sock) = inner.upgrade() else { return };
+async fn recv_loop(
+    inner: std::sync::Weak<Inner>,
+    io: Arc<Io>,
+    ctl_tx: mpsc::Sender<ControlDatagram>,
+) {
     // Without GRO every buffer holds one datagram; with it, up to a whole train.
-    let slot = if sock.state.gro_segments() > 1 {
+    let slot = if io.state.gro_segments() > 1 {
         GRO_BUF
     } else {
         MAX_DATAGRAM
     };
     // BATCH_SIZE is at least 1 (1 where recvmmsg is missing).
     let slots = RECV_SLOTS.min(quinn::udp::BATCH_SIZE);
-    drop(sock);
     let mut storage = vec![0u8; slot * slots];
     let mut meta = vec![RecvMeta::default(); slots];
     loop {
-        let Some(sock) = inner.upgrade() else { return };
         let n = {
             let mut bufs: Vec<IoSliceMut<'_>> =
                 storage.chunks_mut(slot).map(IoSliceMut::new).collect();
-            match sock.udp.readable().await {
-                Ok(()) => sock.udp.try_io(Interest::READABLE, || {
-                    sock.state.recv((&sock.udp).into(), &mut bufs, &mut meta)
+            match io.udp.readable().await {
+                Ok(()) => io.udp.try_io(Interest::READABLE, || {
+                    io.state.recv((&io.udp).into(), &mut bufs, &mut meta)
                 }),
                 Err(e) => Err(e),
             }
@@ -425,6 +515,9 @@ async fn recv_loop(inner: std::sync::Weak<Inner>, ctl_tx: mpsc::Sender<ControlDa
                 continue;
             }
         };
+        // Upgraded only now: waiting above must not keep the socket alive (its owner
+        // aborts this loop when the last handle drops).
+        let Some(sock) = inner.upgrade() else { return };
         let received = meta.iter().take(n).map(|m| m.len.min(slot)).sum();
         let mut batch = QuicBatch::with_capacity(received);
         let mut by_real = LastLookup::new();
@@ -494,6 +587,56 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Send QUIC datagrams quinn addressed to `dest` along its route (a GSO train when
+    /// `segment_size` is set), remembering the last one sent to a peer.
+    fn route_and_send(
+        &self,
+        dest: SocketAddr,
+        contents: &[u8],
+        segment_size: Option<usize>,
+    ) -> io::Result<()> {
+        let route = self.paths.route(dest);
+        if route != Dest::Unmapped {
+            let segment = segment_size.unwrap_or(contents.len()).max(1);
+            if let Some(last) = contents.chunks(segment).next_back() {
+                let mut sent = lock(&self.last_sent);
+                if sent.len() < crate::paths::MAX_PEERS || sent.contains_key(&dest) {
+                    let slot = sent.entry(dest).or_default();
+                    slot.clear();
+                    slot.extend_from_slice(last);
+                }
+            }
+        }
+        match route {
+            Dest::Direct(real) => self.send_quic(real, contents, segment_size),
+            Dest::Unmapped => self.send_quic(dest, contents, segment_size),
+            Dest::Relay {
+                server,
+                side,
+                session,
+            } => {
+                // Every datagram of a GSO batch gets its own header, so the segments grow
+                // by the header and stay equal-sized (the last may still be shorter).
+                let segment = segment_size.unwrap_or(contents.len()).max(1);
+                let segments = contents.len().div_ceil(segment);
+                let mut wrapped =
+                    Vec::with_capacity(contents.len() + segments * wire::RELAY_HEADER_LEN);
+                for payload in contents.chunks(segment) {
+                    wire::encode_relay_into(&mut wrapped, side, session, payload);
+                }
+                self.send_quic(
+                    server,
+                    &wrapped,
+                    segment_size.map(|s| s + wire::RELAY_HEADER_LEN),
+                )
+            }
+            // No path yet: as lost on the wire; QUIC retransmits.
+            Dest::Drop => Ok(()),
+        }
+    }
+}
+
 impl fmt::Debug for Inner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("DemuxSocket")
@@ -514,36 +657,11 @@ impl AsyncUdpSocket for DemuxSocket {
             .ttl_lock
             .read()
             .unwrap_or_else(|e| e.into_inner());
-        let contents = transmit.contents;
-        match self.inner.paths.route(transmit.destination) {
-            Dest::Direct(real) => self.inner.send_quic(real, contents, transmit.segment_size),
-            Dest::Unmapped => {
-                self.inner
-                    .send_quic(transmit.destination, contents, transmit.segment_size)
-            }
-            Dest::Relay {
-                server,
-                side,
-                session,
-            } => {
-                // Every datagram of a GSO batch gets its own header, so the segments grow
-                // by the header and stay equal-sized (the last may still be shorter).
-                let segment = transmit.segment_size.unwrap_or(contents.len()).max(1);
-                let segments = contents.len().div_ceil(segment);
-                let mut wrapped =
-                    Vec::with_capacity(contents.len() + segments * wire::RELAY_HEADER_LEN);
-                for payload in contents.chunks(segment) {
-                    wire::encode_relay_into(&mut wrapped, side, session, payload);
-                }
-                self.inner.send_quic(
-                    server,
-                    &wrapped,
-                    transmit.segment_size.map(|s| s + wire::RELAY_HEADER_LEN),
-                )
-            }
-            // No path yet: as lost on the wire; QUIC retransmits.
-            Dest::Drop => Ok(()),
-        }
+        self.inner.route_and_send(
+            transmit.destination,
+            transmit.contents,
+            transmit.segment_size,
+        )
     }
 
     fn poll_recv(
@@ -616,11 +734,11 @@ impl AsyncUdpSocket for DemuxSocket {
     }
 
     fn max_transmit_segments(&self) -> usize {
-        self.inner.state.max_gso_segments()
+        self.inner.io().state.max_gso_segments()
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.udp.local_addr()
+        self.inner.io().udp.local_addr()
     }
 }
 
@@ -641,7 +759,7 @@ impl UdpPoller for Poller {
     fn poll_writable(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
         if self.fut.is_none() {
             let sock = self.sock.clone();
-            self.fut = Some(Box::pin(async move { sock.udp.writable().await }));
+            self.fut = Some(Box::pin(async move { sock.io().udp.writable().await }));
         }
         // Just set above.
         let fut = self.fut.as_mut().expect("future present");

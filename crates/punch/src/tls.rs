@@ -45,10 +45,11 @@ pub const ALPN: &[u8] = b"punch/1";
 /// the identity), but quinn's `connect` and rustls need one; pass this.
 pub const SERVER_NAME: &str = "punch";
 
-/// QUIC max idle timeout (RFC 9000 §10.1). Matches quinn's default; well below the 2 minutes
-/// RFC 4787 REQ-5 guarantees for UDP mappings, and keep-alives keep the path and mappings of
-/// NATs that expire idle UDP after ~30 s alive, so only a really dead path reaches it.
-pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// QUIC max idle timeout (RFC 9000 §10.1): twice quinn's default, so a connection outlives
+/// a rendezvous server that is away for half a minute while its relay carried the pair (the
+/// client finds a path again within seconds of the server's return). Keep-alives keep the
+/// path and the NAT mappings alive meanwhile, so only a really dead peer reaches it.
+pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Keep-alive interval that [`client_config`] and [`server_config`] use: many NATs expire idle
 /// UDP mappings after 30 s (design note; RFC 4787 REQ-5 only promises 2 min), so a packet every

@@ -6,6 +6,7 @@
 //! SKIPPED line and return, and the test script says so too.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod recovery;
 pub mod relay;
 
 use std::collections::HashMap;

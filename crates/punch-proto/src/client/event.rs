@@ -153,6 +153,9 @@ pub enum PathReason {
     /// The peer asked for a new introduction while our direct path seemed fine: it lost
     /// the path on its side.
     PeerRepunching,
+    /// We moved to a fresh local port (punching from the old one kept failing after a
+    /// lost path), so every mapping of the old port is gone.
+    Rebound,
     /// Punching ended without a direct path.
     NoDirectPath {
         /// The punching deadline.
@@ -197,6 +200,7 @@ impl fmt::Display for PathReason {
             PathReason::PeerRepunching => {
                 f.write_str("the peer lost the direct path; punching again")
             }
+            PathReason::Rebound => f.write_str("moved to a fresh local port; punching again"),
             PathReason::NoDirectPath {
                 deadline,
                 tried,
@@ -356,6 +360,12 @@ pub enum Event {
         /// The peer reached, or why not.
         result: Result<PeerKey, ConnectError>,
     },
+    /// Move to a fresh local port and report it with [`super::Session::rebound`]:
+    /// punching again after a lost direct path failed, which on real NATs means their
+    /// connection tracking still holds the old port's paths in a state that blocks them
+    /// (a peer's packet took our old public port after a mapping was lost). A new port has
+    /// no such state anywhere.
+    Rebind,
     /// A peer's connection reached us, and nobody of ours asked for it.
     Incoming {
         /// The peer.

@@ -79,6 +79,12 @@ pub const REPUNCH_AFTER_LOSS: Duration = Duration::from_secs(1);
 /// Wait before punching again after our local address changed: the registration from
 /// the new address lands first.
 pub const REPUNCH_AFTER_MOVE: Duration = Duration::from_millis(500);
+/// Punching deadline after a lost direct path: the pair had a direct path moments ago,
+/// so one that does not come back this quickly is blocked by NAT state, and the session
+/// moves to a fresh port ([`Event::Rebind`]) rather than wait out the full deadline.
+pub const RECOVERY_DEADLINE: Duration = Duration::from_secs(3);
+/// Fewest seconds between two moves to a fresh port.
+pub const REBIND_MIN_INTERVAL: Duration = Duration::from_secs(10);
 /// A peer introduced to us whose connection never comes is forgotten after this long.
 pub const PASSIVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Two introductions for one peer, requested by opposite sides within this long of each
@@ -165,6 +171,8 @@ pub struct Session {
     next_id: u64,
     /// Our NAT type, once discovery found it.
     own_nat: Option<Classic>,
+    /// When we last asked the driver for a fresh port.
+    last_rebind: Option<Instant>,
     closed: bool,
 }
 
@@ -194,6 +202,7 @@ impl Session {
             rng,
             next_id: 0,
             own_nat: None,
+            last_rebind: None,
             closed: false,
         };
         s.handle_timeout(now);
@@ -363,7 +372,17 @@ impl Session {
 
     /// Our local (private) addresses are now `private`. A change means a new NAT mapping:
     /// re-register at once, move every peer to the relay, punch again.
-    pub fn set_local_addrs(&mut self, now: Instant, mut private: Vec<SocketAddr>) {
+    pub fn set_local_addrs(&mut self, now: Instant, private: Vec<SocketAddr>) {
+        self.local_change(now, private, PathReason::LocalAddressChanged);
+    }
+
+    /// The driver moved to a fresh local port after [`Event::Rebind`]; `private` are our
+    /// addresses with it. Every peer punches again from the new port.
+    pub fn rebound(&mut self, now: Instant, private: Vec<SocketAddr>) {
+        self.local_change(now, private, PathReason::Rebound);
+    }
+
+    fn local_change(&mut self, now: Instant, mut private: Vec<SocketAddr>, why: PathReason) {
         private.truncate(wire::MAX_PRIVATE_ADDRS);
         match self.reg.set_private(private) {
             Ok(true) => {}
@@ -372,11 +391,23 @@ impl Session {
         self.reregister_now(now);
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for key in keys {
-            self.path_lost(now, key, event::PathReason::LocalAddressChanged);
-            self.timers
-                .set(Timer::Repunch(key), now + REPUNCH_AFTER_MOVE);
+            self.path_lost(now, key, why.clone());
+            self.timers.set(Timer::Repunch(key), now + REPUNCH_AFTER_MOVE);
         }
         self.drive(now);
+    }
+
+    /// Ask the driver for a fresh port, unless we did so lately. True if asked.
+    fn rebind(&mut self, now: Instant) -> bool {
+        if self
+            .last_rebind
+            .is_some_and(|t| now.saturating_duration_since(t) < REBIND_MIN_INTERVAL)
+        {
+            return false;
+        }
+        self.last_rebind = Some(now);
+        self.event(Event::Rebind);
+        true
     }
 
     /// Send the registration now (a refresh may find a new mapping).

@@ -56,6 +56,10 @@ pub(crate) struct Peer {
     /// Both sides asked for each other at once and the peer's request won: its
     /// connection carries the pair, and ours (if one is opening) is a duplicate.
     pub(crate) yielded: bool,
+    /// The direct path was lost and has not come back yet.
+    pub(crate) recovering: bool,
+    /// A fresh port was asked for during this recovery.
+    pub(crate) rebind_tried: bool,
 }
 
 impl Peer {
@@ -237,7 +241,11 @@ impl Session {
                 .map(|a| (*a, CandidateKind::Host))
                 .collect();
             candidates.push((info.public, CandidateKind::ServerReflexive));
-            let agent = Agent::new(self.cfg.punch.clone(), session, candidates, now);
+            let mut cfg = self.cfg.punch.clone();
+            if self.peers.get(&key).is_some_and(|p| p.recovering) {
+                cfg.deadline = cfg.deadline.min(super::RECOVERY_DEADLINE);
+            }
+            let agent = Agent::new(cfg, session, candidates, now);
             if let Some(p) = self.peers.get_mut(&key) {
                 p.agent = Some(agent);
             }
@@ -275,6 +283,8 @@ impl Session {
             backoff: REPUNCH_FIRST,
             nat: None,
             yielded: false,
+            recovering: false,
+            rebind_tried: false,
         }
     }
 
@@ -416,6 +426,8 @@ impl Session {
             AgentEvent::Selected { addr, kind, rtt } => {
                 p.direct = Some(addr);
                 p.backoff = REPUNCH_FIRST;
+                p.recovering = false;
+                p.rebind_tried = false;
                 let (up, reported) = (p.is_up(), p.reported);
                 let open = p.initiator && !p.yielded && p.conn == Conn::NotStarted;
                 self.event(Event::Alias { peer: key, addr });
@@ -440,6 +452,13 @@ impl Session {
                 if self.peers.get(&key).is_some_and(|p| p.initiator) {
                     self.timers
                         .set(Timer::Repunch(key), now + REPUNCH_AFTER_LOSS);
+                }
+            }
+            AgentEvent::Failed(_) if p.initiator && p.recovering && !p.rebind_tried => {
+                // Punching again after a lost path failed: NAT state blocks the old port.
+                p.rebind_tried = true;
+                if !self.rebind(now) {
+                    self.repunch_later(now, key);
                 }
             }
             AgentEvent::Failed(_) => {
@@ -506,6 +525,7 @@ impl Session {
             return;
         }
         p.backoff = REPUNCH_FIRST;
+        p.recovering = true;
         self.reregister_now(now);
         let p = &self.peers[&key];
         if mode != RelayMode::Never && p.relay_refused.is_none() {

@@ -11,7 +11,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use punch_proto::client::{Config, ConnectError, ConnectId, Event, PeerKey, Session, Verdict};
+use punch_proto::client::{
+    Config, ConnectError, ConnectId, Event, PeerKey, Route, Session, Verdict,
+};
 use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -188,10 +190,10 @@ impl Driver {
     }
 
     fn drop_lingering(&mut self, now: Instant) {
-        let paths = &self.paths;
+        let socket = &self.socket;
         self.lingering.retain(|(t, virt)| {
             if *t <= now {
-                paths.remove(*virt);
+                socket.forget_peer(*virt);
                 false
             } else {
                 true
@@ -386,6 +388,11 @@ impl Driver {
                 };
                 debug!(peer = %slot.name, ?route, "route");
                 self.paths.set_active(slot.virt, route);
+                if route != Route::None {
+                    // The last datagram most likely died with the old path: its
+                    // acknowledgement over the new one restarts QUIC's loss recovery.
+                    self.socket.replay_last(slot.virt);
+                }
                 let key = PublicKey::from_bytes(peer);
                 let mut current = lock(&self.current);
                 match path {
@@ -453,9 +460,20 @@ impl Driver {
                     self.lingering
                         .push((Instant::now() + CLOSE_LINGER, slot.virt));
                 } else {
-                    self.paths.remove(slot.virt);
+                    self.socket.forget_peer(slot.virt);
                 }
             }
+            Event::Rebind => match self.socket.rebind() {
+                Ok(local) => {
+                    info!(%local, "moved to a fresh local port");
+                    self.local_port = local.port();
+                    let now = Instant::now().into_std();
+                    let private = private_addrs(self.local_ip, self.local_port);
+                    self.session.rebound(now, private);
+                    self.app_event(ClientEvent::Rebound { local });
+                }
+                Err(e) => warn!(error = %e, "cannot move to a fresh local port"),
+            },
             other => debug!(?other, "unhandled session event"),
         }
     }

@@ -163,6 +163,12 @@ pub enum ClientEvent {
         /// The address now.
         local: IpAddr,
     },
+    /// The client moved to a fresh local port: punching again after a lost direct path
+    /// failed, a sign that NAT state still blocks the old port's paths.
+    Rebound {
+        /// The new local address.
+        local: SocketAddr,
+    },
     /// The server answers again after having been silent.
     ServerBack {
         /// The public address it observed.
