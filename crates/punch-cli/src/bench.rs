@@ -33,7 +33,11 @@ pub async fn run(cfg: ClientConfig, peer: Option<String>, mib: u64) -> Result<()
                     None => bail!("client closed"),
                 }
             };
-            let (mut send, mut recv) = pc.connection.accept_bi().await?;
+            let conn = pc
+                .quic_connection()
+                .context("bench runs over QUIC")?
+                .clone();
+            let (mut send, mut recv) = conn.accept_bi().await?;
             let mut total = 0u64;
             let mut buf = vec![0u8; CHUNK];
             while let Some(n) = recv.read(&mut buf).await? {
@@ -48,9 +52,13 @@ pub async fn run(cfg: ClientConfig, peer: Option<String>, mib: u64) -> Result<()
             let pc = client.connect(&peer).await?;
             let path = client.current_path(&pc.key).or(pc.path);
             let bytes = mib * 1024 * 1024;
-            let (mut send, mut recv) = pc.connection.open_bi().await?;
+            let conn = pc
+                .quic_connection()
+                .context("bench runs over QUIC")?
+                .clone();
+            let (mut send, mut recv) = conn.open_bi().await?;
             let chunk = vec![0x5au8; CHUNK];
-            let before = pc.connection.stats().udp_tx.datagrams;
+            let before = conn.stats().udp_tx.datagrams;
             let start = Instant::now();
             let mut sent = 0u64;
             while sent < bytes {
@@ -64,7 +72,7 @@ pub async fn run(cfg: ClientConfig, peer: Option<String>, mib: u64) -> Result<()
             let secs = start.elapsed().as_secs_f64();
             let got = u64::from_be_bytes(ack);
             anyhow::ensure!(got == bytes, "peer received {got} of {bytes} bytes");
-            let datagrams = pc.connection.stats().udp_tx.datagrams - before;
+            let datagrams = conn.stats().udp_tx.datagrams - before;
             println!(
                 "{}",
                 json!({"bytes": bytes, "secs": secs, "mbit_s": bytes as f64 * 8.0 / secs / 1e6,

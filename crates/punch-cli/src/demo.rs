@@ -59,6 +59,14 @@ async fn steps() -> Result<()> {
     };
     let took = started.elapsed().as_secs_f64() * 1000.0;
     let first = to_alice.path.context("connected without a path")?;
+    let alice_conn = to_alice
+        .quic_connection()
+        .context("a QUIC connection")?
+        .clone();
+    let bob_conn = to_bob
+        .quic_connection()
+        .context("a QUIC connection")?
+        .clone();
     println!(
         "4. connected in {took:.1} ms over the {} path ({}), keys verified both ways",
         first.kind, first.remote
@@ -77,25 +85,25 @@ async fn steps() -> Result<()> {
         path.candidate_str(),
         path.remote,
         path.rtt.as_secs_f64() * 1000.0,
-        to_alice.connection.rtt().as_secs_f64() * 1000.0
+        alice_conn.rtt().as_secs_f64() * 1000.0
     );
     if to_bob.key != bob.public_key() || to_alice.key != alice.public_key() {
         bail!("a peer presented an unexpected key");
     }
 
-    let mut s = to_alice.connection.open_uni().await?;
+    let mut s = alice_conn.open_uni().await?;
     punch::chat::send_message(&mut s, "hello alice, this is bob").await?;
     s.finish()?;
-    let mut r = to_bob.connection.accept_uni().await?;
+    let mut r = bob_conn.accept_uni().await?;
     let got = punch::chat::read_message(&mut r)
         .await?
         .context("no message")?;
     println!("5. alice received: [bob] {got}");
 
-    let mut s = to_bob.connection.open_uni().await?;
+    let mut s = bob_conn.open_uni().await?;
     punch::chat::send_message(&mut s, "hi bob! alice here").await?;
     s.finish()?;
-    let mut r = to_alice.connection.accept_uni().await?;
+    let mut r = alice_conn.accept_uni().await?;
     let got = punch::chat::read_message(&mut r)
         .await?
         .context("no message")?;

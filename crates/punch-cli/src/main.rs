@@ -138,7 +138,7 @@ enum Command {
         /// and moves to TCP without losing a message); the relay when neither punches;
         /// TCP alone when the server cannot be reached over UDP.
         #[arg(long, default_value = "auto", value_name = "udp|tcp|auto")]
-        transport: chat::Transport,
+        transport: punch::client::TransportMode,
         /// The server's TCP assist port (default: the server port + 1).
         #[arg(long, value_name = "PORT")]
         tcp_assist_port: Option<u16>,
@@ -313,6 +313,8 @@ fn main() -> Result<()> {
                 client.peer_keepalive = secs("keepalive", keepalive)?;
                 client.server_keepalive = secs("server-keepalive", server_keepalive)?;
                 client.relay = relay;
+                client.transport = transport;
+                client.tcp_assist_port = tcp_assist_port;
                 let home = match home {
                     Some(h) => h,
                     None => default_home()?,
@@ -321,8 +323,6 @@ fn main() -> Result<()> {
                     client,
                     peers,
                     home,
-                    transport,
-                    tcp_assist_port,
                 };
                 chat::run(opts, report::Reporter::new(json)).await
             }

@@ -7,10 +7,12 @@
 //! - [`identity`] and [`tls`]: Ed25519 identities and pinned-key TLS.
 //!
 //! Protocol decisions live in the sans-IO crate `punch_proto`; this crate moves bytes.
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod chat;
 pub mod client;
+pub mod conversation;
 pub mod identity;
 pub mod nat;
 pub mod paths;

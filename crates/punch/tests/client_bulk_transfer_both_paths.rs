@@ -48,13 +48,23 @@ async fn transfer(relay: RelayMode, expect_path: &str) {
     };
 
     let data: Vec<u8> = (0..BYTES).map(byte_at).collect();
-    let (mut send, _recv) = to_alice.connection.open_bi().await.unwrap();
+    let (mut send, _recv) = to_alice
+        .quic_connection()
+        .expect("QUIC")
+        .open_bi()
+        .await
+        .unwrap();
     let sender = tokio::spawn(async move {
         send.write_all(&data).await.unwrap();
         send.finish().unwrap();
         send
     });
-    let (_a_send, mut a_recv) = to_bob.connection.accept_bi().await.unwrap();
+    let (_a_send, mut a_recv) = to_bob
+        .quic_connection()
+        .expect("QUIC")
+        .accept_bi()
+        .await
+        .unwrap();
     let got = a_recv.read_to_end(BYTES + 1).await.unwrap();
     assert_eq!(got.len(), BYTES);
     assert!(

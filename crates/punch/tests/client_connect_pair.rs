@@ -45,7 +45,7 @@ async fn two_clients_connect_and_exchange_bytes() {
         assert_eq!(to_alice.name, "alice");
         assert_eq!(to_alice.key, alice.public_key());
         assert_eq!(
-            tls::peer_public_key(&to_alice.connection),
+            tls::peer_public_key(to_alice.quic_connection().expect("QUIC")),
             Some(alice.public_key()),
             "the key was proven in the handshake"
         );
@@ -55,7 +55,7 @@ async fn two_clients_connect_and_exchange_bytes() {
         assert!(path.candidate.is_some(), "{path:?}");
         // quinn sees a stable virtual address (240/4); the real path is underneath.
         assert!(
-            matches!(to_alice.connection.remote_address().ip(), std::net::IpAddr::V4(ip) if ip.octets()[0] == 240)
+            matches!(to_alice.quic_connection().expect("QUIC").remote_address().ip(), std::net::IpAddr::V4(ip) if ip.octets()[0] == 240)
         );
 
         let to_bob = match alice.next_event().await {
@@ -65,16 +65,16 @@ async fn two_clients_connect_and_exchange_bytes() {
         assert_eq!(to_bob.name, "bob");
         assert_eq!(to_bob.key, bob.public_key());
         assert_eq!(
-            tls::peer_public_key(&to_bob.connection),
+            tls::peer_public_key(to_bob.quic_connection().expect("QUIC")),
             Some(bob.public_key())
         );
         assert_eq!(to_bob.path.map(|p| p.remote), Some(bob.local_addr()));
 
         // bob -> alice on a bidirectional stream, and the answer back.
-        let (mut send, mut recv) = to_alice.connection.open_bi().await.unwrap();
+        let (mut send, mut recv) = to_alice.quic_connection().expect("QUIC").open_bi().await.unwrap();
         send.write_all(b"hello alice").await.unwrap();
         send.finish().unwrap();
-        let (mut a_send, mut a_recv) = to_bob.connection.accept_bi().await.unwrap();
+        let (mut a_send, mut a_recv) = to_bob.quic_connection().expect("QUIC").accept_bi().await.unwrap();
         assert_eq!(a_recv.read_to_end(1024).await.unwrap(), b"hello alice");
         a_send.write_all(b"hello bob").await.unwrap();
         a_send.finish().unwrap();

@@ -80,7 +80,12 @@ async fn ruled_out_punching_is_reported_and_the_relay_carries_on() {
             other => panic!("bob expected DirectFailed, got {other:?}"),
         }
         // The relayed connection works.
-        let mut send = to_alice.connection.open_uni().await.unwrap();
+        let mut send = to_alice
+            .quic_connection()
+            .expect("QUIC")
+            .open_uni()
+            .await
+            .unwrap();
         send.write_all(b"over the relay").await.unwrap();
         send.finish().unwrap();
         let incoming = find_event(&alice, Duration::from_secs(3), |ev| {
@@ -90,7 +95,12 @@ async fn ruled_out_punching_is_reported_and_the_relay_carries_on() {
         let Some(ClientEvent::Incoming(to_bob)) = incoming else {
             panic!("alice expected an incoming connection, got {incoming:?}");
         };
-        let mut recv = to_bob.connection.accept_uni().await.unwrap();
+        let mut recv = to_bob
+            .quic_connection()
+            .expect("QUIC")
+            .accept_uni()
+            .await
+            .unwrap();
         assert_eq!(recv.read_to_end(100).await.unwrap(), b"over the relay");
     })
     .await

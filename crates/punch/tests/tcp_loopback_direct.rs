@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use punch::chat::{read_message, send_message};
+use punch::client::{Client, ClientConfig, ClientEvent, PathKind, Transport, TransportMode};
 use punch::identity::Identity;
-use punch::tcp::client::{TcpClient, TcpClientConfig};
 use punch::tcp::server::{TcpServerConfig, TcpServerHandle};
 
 fn lo() -> SocketAddr {
@@ -19,22 +19,29 @@ async fn tcp_pair_connects_directly_with_pinned_keys() {
         .unwrap();
     let (m, a) = (server.main_addr(), server.assist_addr());
     let (ia, ib) = (Identity::generate(), Identity::generate());
-    let cfg = TcpClientConfig::default();
-    let alice = TcpClient::start(m, a, "alice", ia.clone(), cfg.clone())
-        .await
-        .unwrap();
-    let bob = TcpClient::start(m, a, "bob", ib.clone(), cfg)
-        .await
-        .unwrap();
+    let config = |name: &str| {
+        let mut cfg = ClientConfig::new(m, name);
+        cfg.transport = TransportMode::Tcp;
+        cfg.tcp_assist_port = Some(a.port());
+        cfg
+    };
+    let alice = Client::start(config("alice"), ia.clone()).await.unwrap();
+    let bob = Client::start(config("bob"), ib.clone()).await.unwrap();
+    assert_eq!(alice.transport(), Transport::Tcp);
 
     let (to_alice, from_bob) = tokio::time::timeout(Duration::from_secs(10), async {
-        tokio::join!(bob.connect("alice"), alice.accept())
+        tokio::join!(bob.connect("alice"), alice.next_event())
     })
     .await
     .expect("connect within 10 s");
-    let mut to_alice = to_alice.expect("bob connects");
-    let mut from_bob = from_bob.expect("alice accepts");
-    assert_eq!(to_alice.path.kind, "direct");
+    let to_alice = to_alice.expect("bob connects");
+    assert_eq!(to_alice.transport(), Transport::Tcp);
+    let mut to_alice = to_alice.into_tcp().expect("over TCP");
+    let mut from_bob = match from_bob {
+        Some(ClientEvent::Incoming(pc)) => pc.into_tcp().expect("over TCP"),
+        other => panic!("alice expected bob, got {other:?}"),
+    };
+    assert_eq!(to_alice.path.kind, PathKind::Direct);
     assert_eq!(to_alice.key, ia.public_key());
     assert_eq!(from_bob.key, ib.public_key());
     assert_eq!(from_bob.name, "bob");

@@ -6,9 +6,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use punch::chat::{read_message, send_message};
+use punch::client::{Client, ClientConfig, ClientEvent, PathKind, RelayMode, TransportMode};
 use punch::identity::Identity;
 use punch::punch_proto::relay::RelayConfig;
-use punch::tcp::client::{TcpClient, TcpClientConfig, TcpPeerConnection};
+use punch::tcp::punch::TcpLink;
 use punch::tcp::server::{TcpServerConfig, TcpServerHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -22,9 +23,9 @@ async fn relayed_pair(
     limits: RelayConfig,
 ) -> (
     TcpServerHandle,
-    (TcpClient, TcpClient),
-    TcpPeerConnection,
-    TcpPeerConnection,
+    (Client, Client),
+    TcpLink,
+    TcpLink,
     (Identity, Identity),
 ) {
     let cfg = TcpServerConfig {
@@ -34,23 +35,29 @@ async fn relayed_pair(
     let server = TcpServerHandle::spawn(lo(), lo(), cfg).await.unwrap();
     let (m, a) = (server.main_addr(), server.assist_addr());
     let (ia, ib) = (Identity::generate(), Identity::generate());
-    let cfg = TcpClientConfig {
-        punch: false,
-        ..TcpClientConfig::default()
+    // Relay only: no punching.
+    let config = |name: &str| {
+        let mut cfg = ClientConfig::new(m, name);
+        cfg.transport = TransportMode::Tcp;
+        cfg.tcp_assist_port = Some(a.port());
+        cfg.relay = RelayMode::Only;
+        cfg
     };
-    let alice = TcpClient::start(m, a, "alice", ia.clone(), cfg.clone())
-        .await
-        .unwrap();
-    let bob = TcpClient::start(m, a, "bob", ib.clone(), cfg)
-        .await
-        .unwrap();
+    let alice = Client::start(config("alice"), ia.clone()).await.unwrap();
+    let bob = Client::start(config("bob"), ib.clone()).await.unwrap();
     let (to_alice, from_bob) = tokio::time::timeout(Duration::from_secs(10), async {
-        tokio::join!(bob.connect("alice"), alice.accept())
+        tokio::join!(bob.connect("alice"), alice.next_event())
     })
     .await
     .expect("relay within 10 s");
-    let to_alice = to_alice.expect("bob connects");
-    let from_bob = from_bob.expect("alice accepts");
+    let to_alice = to_alice
+        .expect("bob connects")
+        .into_tcp()
+        .expect("over TCP");
+    let from_bob = match from_bob {
+        Some(ClientEvent::Incoming(pc)) => pc.into_tcp().expect("over TCP"),
+        other => panic!("alice expected bob, got {other:?}"),
+    };
     (server, (alice, bob), to_alice, from_bob, (ia, ib))
 }
 
@@ -58,8 +65,8 @@ async fn relayed_pair(
 async fn tcp_pair_meets_through_the_relay() {
     let (_server, _clients, mut to_alice, mut from_bob, (ia, ib)) =
         relayed_pair(RelayConfig::default()).await;
-    assert_eq!(to_alice.path.kind, "relay");
-    assert_eq!(from_bob.path.kind, "relay");
+    assert_eq!(to_alice.path.kind, PathKind::Relay);
+    assert_eq!(from_bob.path.kind, PathKind::Relay);
     assert_eq!(to_alice.key, ia.public_key());
     assert_eq!(from_bob.key, ib.public_key());
 

@@ -1,14 +1,12 @@
-//! TCP runs in the lab: the real `punch server` and the `tcp_peer` example of the `punch`
-//! crate as peers inside the namespaces, one TCP punching attempt per run, a matrix line per pair in
+//! TCP runs in the lab: the real `punch server` and `punch chat --transport tcp`
+//! as peers inside the namespaces, one TCP punching attempt per run, a matrix line per pair in
 //! `target/lab-results/tcp-matrix.txt`, and the routers' conntrack tables when a run fails.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::{code, exchange_hello, lab_available, median, repo_root, Lab, Proc};
+use super::{code, exchange_hello, lab_available, median, repo_root, tempdir, Lab, Proc};
 
 /// Runs per pair (fresh namespaces each time); kept at 3 for CI time.
 pub const TCP_RUNS: usize = 3;
@@ -16,46 +14,6 @@ pub const TCP_RUNS: usize = 3;
 pub const TCP_PUNCH_TIMEOUT_SECS: u64 = 4;
 /// How long a run waits for one expected event (punching plus a relay fallback).
 pub const TCP_EVENT_TIMEOUT: Duration = Duration::from_secs(2 * TCP_PUNCH_TIMEOUT_SECS + 12);
-
-/// The `tcp_peer` example binary next to this test binary. `cargo test` and `cargo nextest`
-/// of the workspace build it with the tests; when it is missing (e.g. `cargo test -p
-/// punch-cli`), it is built here.
-pub fn tcp_peer_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        // The test binary is TARGET/PROFILE/deps/NAME-HASH.
-        let exe = std::env::current_exe().expect("test binary path");
-        let profile_dir = exe
-            .parent()
-            .and_then(|d| d.parent())
-            .expect("TARGET/PROFILE")
-            .to_path_buf();
-        let target_dir = profile_dir.parent().expect("TARGET").to_path_buf();
-        let bin = profile_dir.join("examples/tcp_peer");
-        if bin.exists() {
-            return bin;
-        }
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args(["build", "-q", "-p", "punch", "--example", "tcp_peer"])
-            .env("CARGO_TARGET_DIR", &target_dir)
-            .current_dir(repo_root());
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let built = cmd.status().map(|s| s.success()).unwrap_or(false);
-        assert!(
-            built && bin.exists(),
-            "cannot build the tcp_peer example (cargo build -p punch --example tcp_peer)"
-        );
-        bin
-    })
-    .clone()
-}
-
-/// Start `tcp_peer ARGS` in namespace `ns`; stdout lines are JSON events.
-pub fn spawn_tcp_peer(name: &str, ns: &str, args: &[&str]) -> Proc {
-    Proc::spawn_bin(name, ns, &tcp_peer_bin(), args)
-}
 
 /// Wait until something listens on TCP `port` in the lab's server namespace.
 pub fn wait_tcp_listening(lab: &Lab, port: u16) {
@@ -138,35 +96,44 @@ fn conntrack(lab: &Lab) -> String {
 /// `relay`: allow the relay fallback (otherwise a failed punch is an error).
 pub fn tcp_run(lab: &Lab, ns_a: &str, ns_b: &str, relay: bool) -> TcpOutcome {
     let srv = lab.get("SRV_IP").to_string();
-    let (main, assist) = (format!("{srv}:3478"), format!("{srv}:3479"));
+    let main = format!("{srv}:3478");
     // The real `punch server`: UDP and TCP main on 3478, TCP assist on 3479.
     let _server = Proc::spawn("server", &lab.ns("srv"), &["server", "--listen", &main]);
     wait_tcp_listening(lab, 3479);
     let timeout = TCP_PUNCH_TIMEOUT_SECS.to_string();
-    let mut common = vec![
-        "peer",
-        "--main",
-        &main,
-        "--assist",
-        &assist,
-        "--punch-timeout",
-        &timeout,
-    ];
-    if !relay {
-        common.push("--no-relay");
-    }
-    let mut args_a = common.clone();
-    args_a.extend(["--name", "alice"]);
-    let mut alice = spawn_tcp_peer("alice", ns_a, &args_a);
+    let home = tempdir(&lab.prefix);
+    let relay_mode = if relay { "auto" } else { "never" };
+    let chat = |name: &str, ns: &str, extra: &[&str]| {
+        let home = format!("{home}/{name}");
+        let mut args = vec![
+            "chat",
+            "--json",
+            "--server",
+            &main,
+            "--tcp-assist-port",
+            "3479",
+            "--transport",
+            "tcp",
+            "--punch-timeout",
+            &timeout,
+            "--relay",
+            relay_mode,
+            "--name",
+            name,
+            "--home",
+            &home,
+        ];
+        args.extend_from_slice(extra);
+        Proc::spawn(name, ns, &args)
+    };
+    let mut alice = chat("alice", ns_a, &[]);
     assert!(
         alice.wait_event("registered", TCP_EVENT_TIMEOUT).is_some(),
         "alice did not register: {}",
         alice.events_text()
     );
-    let mut args_b = common.clone();
-    args_b.extend(["--name", "bob", "--peer", "alice"]);
     let started = Instant::now();
-    let mut bob = spawn_tcp_peer("bob", ns_b, &args_b);
+    let mut bob = chat("bob", ns_b, &["--peer", "alice"]);
     bob.say("hello from bob");
     let ms = |t: Instant| t.duration_since(started).as_secs_f64() * 1000.0;
     let mut outcome = TcpOutcome {

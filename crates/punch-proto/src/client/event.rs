@@ -70,6 +70,32 @@ impl fmt::Display for PathKind {
     }
 }
 
+/// What carries a connection: QUIC over UDP, or TLS over TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Transport {
+    /// QUIC over UDP (punched, or through the UDP relay).
+    #[default]
+    Udp,
+    /// TLS 1.3 over TCP (punched, or through the TCP relay).
+    Tcp,
+}
+
+impl Transport {
+    /// `"udp"` or `"tcp"`, for logs and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The path a peer's traffic takes at some moment, as the application sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Path {
@@ -81,27 +107,36 @@ pub struct Path {
     pub remote: SocketAddr,
     /// Round-trip time of the probe that proved a direct path (zero for the relay).
     pub rtt: Duration,
+    /// What carries it.
+    pub transport: Transport,
 }
 
 impl Path {
-    /// The relay through `server`.
+    /// The UDP relay through `server`.
     pub fn relay(server: SocketAddr) -> Path {
         Path {
             kind: PathKind::Relay,
             candidate: None,
             remote: server,
             rtt: Duration::ZERO,
+            transport: Transport::Udp,
         }
     }
 
-    /// A direct path to `remote`.
+    /// A punched UDP path to `remote`.
     pub fn direct(remote: SocketAddr, candidate: CandidateKind, rtt: Duration) -> Path {
         Path {
             kind: PathKind::Direct,
             candidate: Some(candidate),
             remote,
             rtt,
+            transport: Transport::Udp,
         }
+    }
+
+    /// The same path over `transport`.
+    pub fn over(self, transport: Transport) -> Path {
+        Path { transport, ..self }
     }
 
     /// The candidate's name (`"private"`, `"public"`, `"peer-reflexive"`), or `"relay"`.
@@ -156,6 +191,11 @@ pub enum PathReason {
     /// We moved to a fresh local port (punching from the old one kept failing after a
     /// lost path), so every mapping of the old port is gone.
     Rebound,
+    /// UDP gave no direct path and a punched TCP connection worked: the connection
+    /// moved onto it.
+    MovedToTcp,
+    /// UDP gave no direct path, and TCP punching found none either.
+    NoTcpPath(String),
     /// Punching ended without a direct path.
     NoDirectPath {
         /// The punching deadline.
@@ -201,6 +241,10 @@ impl fmt::Display for PathReason {
                 f.write_str("the peer lost the direct path; punching again")
             }
             PathReason::Rebound => f.write_str("moved to a fresh local port; punching again"),
+            PathReason::MovedToTcp => {
+                f.write_str("moved to a punched TCP connection: UDP gave no direct path")
+            }
+            PathReason::NoTcpPath(why) => write!(f, "no direct TCP path either ({why})"),
             PathReason::NoDirectPath {
                 deadline,
                 tried,
@@ -258,6 +302,22 @@ pub enum ConnectError {
     /// The two NAT types rule a direct path out, and the relay may not be used.
     #[error("no direct path possible: {0}")]
     Impossible(String),
+    /// TCP punching found no direct path, and the TCP relay could not be used.
+    #[error("no TCP path within {deadline:?}: {detail}")]
+    NoTcpPath {
+        /// The punching deadline.
+        deadline: Duration,
+        /// What was tried and why it failed.
+        detail: String,
+    },
+    /// Neither transport reached the peer.
+    #[error("{udp}; over TCP: {tcp}")]
+    NoPathAnyTransport {
+        /// Why UDP failed.
+        udp: Box<ConnectError>,
+        /// Why TCP failed.
+        tcp: Box<ConnectError>,
+    },
     /// A path worked but the QUIC (or TLS) handshake failed: wrong key, peer gone.
     #[error("handshake failed: {0}")]
     Handshake(String),
@@ -366,6 +426,17 @@ pub enum Event {
     /// (a peer's packet took our old public port after a mapping was lost). A new port has
     /// no such state anywhere.
     Rebind,
+    /// Try TCP for `name` (only with [`super::Config::tcp_fallback`]): with `request`, an
+    /// application request that UDP could not serve (answer it from TCP, or with both
+    /// errors); without, an established connection we opened whose UDP punching found no
+    /// direct path (move it onto a punched TCP connection if one works; the relay, if it
+    /// carries the connection, stays otherwise).
+    TryTcp {
+        /// The peer's name.
+        name: String,
+        /// The request UDP failed, and why.
+        request: Option<(ConnectId, ConnectError)>,
+    },
     /// A peer's connection reached us, and nobody of ours asked for it.
     Incoming {
         /// The peer.

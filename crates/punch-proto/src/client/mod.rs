@@ -44,7 +44,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 pub use event::{
-    ConnectError, ConnectId, Event, Path, PathKind, PathReason, PeerKey, RelayMode, Route, Verdict,
+    ConnectError, ConnectId, Event, Path, PathKind, PathReason, PeerKey, RelayMode, Route,
+    Transport, Verdict,
 };
 pub use registration::{INITIAL_RTO, MAX_REGISTER_RTO, MAX_RTO};
 
@@ -110,6 +111,9 @@ pub struct Config {
     pub punch: PunchConfig,
     /// Relay use.
     pub relay: RelayMode,
+    /// The driver can also reach peers over TCP: UDP failures become
+    /// [`Event::TryTcp`] instead of errors.
+    pub tcp_fallback: bool,
 }
 
 impl Config {
@@ -124,6 +128,7 @@ impl Config {
             server_timeout: DEFAULT_SERVER_TIMEOUT,
             punch: PunchConfig::default(),
             relay: RelayMode::default(),
+            tcp_fallback: false,
         }
     }
 }
@@ -392,7 +397,8 @@ impl Session {
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for key in keys {
             self.path_lost(now, key, why.clone());
-            self.timers.set(Timer::Repunch(key), now + REPUNCH_AFTER_MOVE);
+            self.timers
+                .set(Timer::Repunch(key), now + REPUNCH_AFTER_MOVE);
         }
         self.drive(now);
     }

@@ -60,6 +60,10 @@ pub(crate) struct Peer {
     pub(crate) recovering: bool,
     /// A fresh port was asked for during this recovery.
     pub(crate) rebind_tried: bool,
+    /// TCP was tried (or is due once the connection is up) for this connection.
+    pub(crate) tcp_tried: bool,
+    /// Punching ended without a direct path before the connection was up: try TCP then.
+    pub(crate) tcp_wanted: bool,
 }
 
 impl Peer {
@@ -285,6 +289,8 @@ impl Session {
             yielded: false,
             recovering: false,
             rebind_tried: false,
+            tcp_tried: false,
+            tcp_wanted: false,
         }
     }
 
@@ -370,6 +376,12 @@ impl Session {
     /// may try another transport). True if the relay may still carry the peer.
     fn punching_ended(&mut self, key: PeerKey, reason: PathReason) -> bool {
         self.event(Event::DirectFailed { peer: key, reason });
+        if self.cfg.tcp_fallback {
+            if let Some(p) = self.peers.get_mut(&key).filter(|p| p.initiator) {
+                p.tcp_wanted = true;
+            }
+            self.maybe_try_tcp(key);
+        }
         self.cfg.relay != RelayMode::Never
             && self
                 .peers
@@ -400,21 +412,54 @@ impl Session {
             return true;
         }
         let waiting = std::mem::take(&mut p.waiting);
+        let name = p.name.clone();
         if waiting.is_empty() {
-            let name = p.name.clone();
             self.event(Event::IncomingFailed {
-                name,
+                name: name.clone(),
                 error: err.clone(),
             });
         }
         for id in waiting {
-            self.event(Event::ConnectDone {
-                id,
-                result: Err(err.clone()),
-            });
+            self.fail_or_try_tcp(id, &name, err.clone());
         }
         self.forget(key, false);
         false
+    }
+
+    /// Answer a failed request with `err`, or (with a TCP fallback, for failures TCP may
+    /// get past) hand it to TCP.
+    fn fail_or_try_tcp(&mut self, id: ConnectId, name: &str, err: ConnectError) {
+        let tcp_may_help = matches!(
+            err,
+            ConnectError::NoPath { .. } | ConnectError::Impossible(_) | ConnectError::Handshake(_)
+        );
+        if self.cfg.tcp_fallback && tcp_may_help {
+            self.event(Event::TryTcp {
+                name: name.to_string(),
+                request: Some((id, err)),
+            });
+        } else {
+            self.event(Event::ConnectDone {
+                id,
+                result: Err(err),
+            });
+        }
+    }
+
+    /// Ask for a TCP attempt for an established connection we opened, once, when its UDP
+    /// punching found no direct path.
+    fn maybe_try_tcp(&mut self, key: PeerKey) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if p.tcp_wanted && !p.tcp_tried && p.is_up() {
+            p.tcp_tried = true;
+            let name = p.name.clone();
+            self.event(Event::TryTcp {
+                name,
+                request: None,
+            });
+        }
     }
 
     pub(super) fn on_agent_event(&mut self, now: Instant, key: PeerKey, ev: AgentEvent) {
@@ -572,16 +617,14 @@ impl Session {
                 return;
             };
             let waiting = std::mem::take(&mut p.waiting);
+            let name = p.name.clone();
             let err = ConnectError::NoPath {
                 deadline: self.cfg.punch.deadline,
                 tried: tried(&p.info),
                 relay: Some(format!("relay refused: {reason}")),
             };
             for id in waiting {
-                self.event(Event::ConnectDone {
-                    id,
-                    result: Err(err.clone()),
-                });
+                self.fail_or_try_tcp(id, &name, err.clone());
             }
         }
     }
@@ -636,6 +679,7 @@ impl Session {
         p.reported = p.path.map(|x| x.kind);
         let waiting = std::mem::take(&mut p.waiting);
         self.timers.stop(Timer::Passive(peer));
+        self.maybe_try_tcp(peer);
         if waiting.is_empty() && !opened_by_us {
             self.event(Event::Incoming { peer });
         }
@@ -661,11 +705,9 @@ impl Session {
             return;
         }
         let waiting = std::mem::take(&mut p.waiting);
+        let name = p.name.clone();
         for id in waiting {
-            self.event(Event::ConnectDone {
-                id,
-                result: Err(ConnectError::Handshake(reason.clone())),
-            });
+            self.fail_or_try_tcp(id, &name, ConnectError::Handshake(reason.clone()));
         }
         self.forget(peer, false);
     }

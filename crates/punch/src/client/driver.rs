@@ -21,11 +21,14 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{
-    lock, ClientConfig, ClientError, ClientEvent, Command, Current, Introduced, PeerConnection,
+    lock, ClientConfig, ClientError, ClientEvent, Command, Current, Introduced, PathReason,
+    PeerConnection, TcpIncoming,
 };
 use crate::identity::{Identity, PublicKey};
 use crate::paths::PathTable;
 use crate::socket::{ControlDatagram, DemuxSocket};
+use crate::tcp::client::TcpConnector;
+use crate::tcp::punch::TcpLink;
 use crate::tls;
 
 /// How often the host's local address is looked at (the route toward the server): a
@@ -48,6 +51,12 @@ enum Internal {
     Accepted(PeerKey, quinn::Connection),
     /// A connection closed.
     Closed(PeerKey, usize),
+    /// A TCP attempt the session asked for ended.
+    TcpDone {
+        name: String,
+        request: Option<(ConnectId, ConnectError)>,
+        result: Result<Box<TcpLink>, ConnectError>,
+    },
 }
 
 pub(super) struct Setup {
@@ -60,6 +69,10 @@ pub(super) struct Setup {
     pub current: Current,
     pub events: mpsc::Sender<ClientEvent>,
     pub ready: oneshot::Sender<Result<SocketAddr, ClientError>>,
+    /// The TCP transport, under [`super::TransportMode::Auto`].
+    pub tcp: Option<TcpConnector>,
+    /// Connections peers open to us over TCP.
+    pub tcp_incoming: Option<TcpIncoming>,
 }
 
 /// What the driver holds for a peer the session knows.
@@ -67,6 +80,9 @@ struct Slot {
     name: String,
     virt: SocketAddr,
     conn: Option<quinn::Connection>,
+    /// Where a TCP connection to this peer goes to take over the QUIC connection handed
+    /// out (see [`crate::conversation`]).
+    mover: Option<oneshot::Sender<TcpLink>>,
 }
 
 pub(super) struct Driver {
@@ -86,6 +102,8 @@ pub(super) struct Driver {
     ready: Option<oneshot::Sender<Result<SocketAddr, ClientError>>>,
     tasks: JoinSet<()>,
     internal_tx: mpsc::Sender<Internal>,
+    tcp: Option<TcpConnector>,
+    tcp_incoming: Option<TcpIncoming>,
     /// Virtual addresses to drop once their closed connection's last datagrams left.
     lingering: Vec<(Instant, SocketAddr)>,
 }
@@ -112,6 +130,7 @@ impl Driver {
             server_timeout: s.cfg.server_timeout,
             punch: s.cfg.punch.clone(),
             relay: s.cfg.relay,
+            tcp_fallback: s.tcp.is_some(),
         };
         let now = Instant::now().into_std();
         let session = Session::new(session_cfg, now, rand::rng().random())?;
@@ -133,6 +152,8 @@ impl Driver {
             ready: Some(s.ready),
             tasks: JoinSet::new(),
             internal_tx,
+            tcp: s.tcp,
+            tcp_incoming: s.tcp_incoming,
             lingering: Vec::new(),
         })
     }
@@ -150,6 +171,18 @@ impl Driver {
             self.internal_tx.clone(),
         ));
         let watch_address = self.cfg.bind.ip().is_unspecified();
+        let (tcp_tx, mut tcp_rx) = mpsc::channel(16);
+        if let Some(incoming) = self.tcp_incoming.take() {
+            // Owned by the driver's JoinSet: stops with it.
+            self.tasks.spawn(async move {
+                let mut incoming = incoming.lock().await;
+                while let Some(link) = incoming.recv().await {
+                    if tcp_tx.send(link).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
         let mut address_poll = tokio::time::interval(ADDRESS_POLL);
         address_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.flush();
@@ -168,6 +201,7 @@ impl Driver {
                     None => return,
                 },
                 Some(m) = internal_rx.recv() => self.on_internal(m),
+                Some(link) = tcp_rx.recv() => self.on_tcp_link(link, false),
                 Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
                 _ = address_poll.tick(), if watch_address => self.check_address(),
                 _ = tokio::time::sleep_until(wake) => {}
@@ -251,6 +285,11 @@ impl Driver {
                 let verdict = self.session.connection_up(now, key, false);
                 self.keep_or_close(key, conn, verdict);
             }
+            Internal::TcpDone {
+                name,
+                request,
+                result,
+            } => self.on_tcp_done(&name, request, result),
             Internal::Closed(key, id) => {
                 let current = self
                     .peers
@@ -289,16 +328,94 @@ impl Driver {
         }
     }
 
-    fn peer_connection(&self, key: PeerKey) -> Option<PeerConnection> {
-        let slot = self.peers.get(&key)?;
+    /// The application's handle on `key`'s QUIC connection. The first one handed out
+    /// carries the slot through which a TCP connection may take over (with TCP on).
+    fn peer_connection(&mut self, key: PeerKey) -> Option<PeerConnection> {
+        let path = self.session.path(&key);
+        let tcp = self.tcp.is_some();
+        let slot = self.peers.get_mut(&key)?;
         let conn = slot.conn.clone()?;
-        Some(PeerConnection {
-            name: slot.name.clone(),
-            key: PublicKey::from_bytes(key),
-            opened_by_us: conn.side().is_client(),
-            connection: conn,
-            path: self.session.path(&key),
-        })
+        let moved = if tcp && slot.mover.is_none() {
+            let (tx, rx) = oneshot::channel();
+            slot.mover = Some(tx);
+            Some(rx)
+        } else {
+            None
+        };
+        let name = slot.name.clone();
+        Some(PeerConnection::quic(
+            name,
+            PublicKey::from_bytes(key),
+            conn,
+            path,
+            moved,
+        ))
+    }
+
+    /// A TCP connection to a peer: it takes over the peer's QUIC connection if one was
+    /// handed out (the peer, or we, found no direct UDP path), else it is a new one.
+    fn on_tcp_link(&mut self, link: TcpLink, opened_by_us: bool) {
+        let key = *link.key.as_bytes();
+        let mover = self.peers.get_mut(&key).and_then(|s| s.mover.take());
+        match mover {
+            Some(mover) => {
+                let (name, path) = (link.name.clone(), link.path);
+                if mover.send(link).is_ok() {
+                    info!(peer = %name, ?path, "moved to TCP");
+                    self.app_event(ClientEvent::Path {
+                        peer: name,
+                        key: PublicKey::from_bytes(key),
+                        path: Some(path),
+                        reason: PathReason::MovedToTcp,
+                    });
+                }
+            }
+            None => self.app_event(ClientEvent::Incoming(PeerConnection::tcp(
+                link,
+                opened_by_us,
+            ))),
+        }
+    }
+
+    fn on_tcp_done(
+        &mut self,
+        name: &str,
+        request: Option<(ConnectId, ConnectError)>,
+        result: Result<Box<TcpLink>, ConnectError>,
+    ) {
+        match (request, result) {
+            (Some((id, _)), Ok(link)) => {
+                if let Some(reply) = self.replies.remove(&id) {
+                    let _ = reply.send(Ok(PeerConnection::tcp(*link, true)));
+                }
+            }
+            (Some((id, udp)), Err(tcp)) => {
+                if let Some(reply) = self.replies.remove(&id) {
+                    let _ = reply.send(Err(ConnectError::NoPathAnyTransport {
+                        udp: Box::new(udp),
+                        tcp: Box::new(tcp),
+                    }));
+                }
+            }
+            (None, Ok(link)) => self.on_tcp_link(*link, true),
+            (None, Err(e)) => {
+                // The connection stays where it is (the relay): say so.
+                let key = self
+                    .peers
+                    .iter()
+                    .find(|(_, s)| s.name == name)
+                    .map(|(k, _)| *k);
+                debug!(error = %e, "no direct TCP path");
+                if let Some(key) = key {
+                    self.app_event(ClientEvent::Path {
+                        peer: self.name_of(&key),
+                        key: PublicKey::from_bytes(key),
+                        path: self.session.path(&key),
+                        reason: PathReason::NoTcpPath(e.to_string()),
+                    });
+                }
+            }
+        }
     }
 
     /// Send what the session wants sent and carry out what it decided.
@@ -368,6 +485,7 @@ impl Driver {
                         name,
                         virt,
                         conn: None,
+                        mover: None,
                     },
                 );
             }
@@ -474,6 +592,29 @@ impl Driver {
                 }
                 Err(e) => warn!(error = %e, "cannot move to a fresh local port"),
             },
+            Event::TryTcp { name, request } => {
+                let Some(tcp) = self.tcp.clone() else {
+                    if let Some((id, err)) = request {
+                        if let Some(reply) = self.replies.remove(&id) {
+                            let _ = reply.send(Err(err));
+                        }
+                    }
+                    return;
+                };
+                info!(peer = %name, "trying a direct TCP connection");
+                let tx = self.internal_tx.clone();
+                self.tasks.spawn(async move {
+                    // A direct path only: the UDP relay already carries, or could not.
+                    let result = tcp.connect(&name, false).await.map(Box::new);
+                    let _ = tx
+                        .send(Internal::TcpDone {
+                            name,
+                            request,
+                            result,
+                        })
+                        .await;
+                });
+            }
             other => debug!(?other, "unhandled session event"),
         }
     }

@@ -7,12 +7,24 @@
 //! direct path underneath a live QUIC connection), connections to open. Every task it
 //! starts belongs to the driver and stops with the [`Client`].
 //!
+//! TCP is a transport under the same [`Client::connect`] ([`TransportMode`]): with
+//! `Tcp` the client registers over the server's TCP main port and punches TCP (relay
+//! fallback included); with `Auto` it uses UDP and keeps a TCP control connection in the
+//! background, which the session asks for a punched TCP connection when UDP finds no
+//! direct path (a request UDP cannot serve, or an established connection that then moves
+//! onto TCP), and which takes over entirely when the server does not answer over UDP.
+//!
 //! It hands out authenticated [`PeerConnection`]s: [`Client::connect`] for peers we ask
 //! for, [`Client::next_event`] for peers that reach us, path changes and failures. It does
-//! not own what runs over a connection (chat, file transfer): callers open QUIC streams on
-//! [`PeerConnection::connection`].
+//! not own what runs over a connection: [`crate::conversation`] carries text messages,
+//! and QUIC applications may open their own streams
+//! ([`PeerConnection::quic_connection`]).
 
+pub(crate) mod conn;
 mod driver;
+mod tcp_only;
+
+pub use conn::PeerConnection;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -21,22 +33,50 @@ use std::time::Duration;
 
 use punch_proto::agent::PunchConfig;
 pub use punch_proto::client::{
-    ConnectError, Path, PathKind, PathReason, RelayMode, DEFAULT_SERVER_KEEPALIVE,
+    ConnectError, Path, PathKind, PathReason, RelayMode, Transport, DEFAULT_SERVER_KEEPALIVE,
     DEFAULT_SERVER_TIMEOUT, INITIAL_RTO,
 };
 use punch_proto::nat::Classic;
 use punch_proto::wire::ErrorCode;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tracing::info;
 
 use crate::identity::{Identity, PublicKey};
 use crate::socket::DemuxSocket;
+use crate::tcp::client::{TcpState, TcpTransport};
+use crate::tcp::punch::TcpLink;
 use crate::tls;
 
 /// QUIC keep-alive on a chosen peer path (holds the NAT mapping open).
 pub const DEFAULT_PEER_KEEPALIVE: Duration = Duration::from_secs(15);
 /// Most events queued for the application.
 pub const EVENT_QUEUE: usize = 256;
+
+/// Which transports the client uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TransportMode {
+    /// QUIC over UDP only (punched, or through the UDP relay).
+    #[default]
+    Udp,
+    /// TLS over TCP only (punched with the server's assist port, or the TCP relay).
+    Tcp,
+    /// UDP first; a punched TCP connection where UDP finds no direct path; TCP alone when
+    /// the server does not answer over UDP.
+    Auto,
+}
+
+impl std::str::FromStr for TransportMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "udp" => Ok(TransportMode::Udp),
+            "tcp" => Ok(TransportMode::Tcp),
+            "auto" => Ok(TransportMode::Auto),
+            other => Err(format!("transport must be udp, tcp or auto, not {other:?}")),
+        }
+    }
+}
 
 /// How a client is set up.
 #[derive(Debug, Clone)]
@@ -57,6 +97,10 @@ pub struct ClientConfig {
     pub punch: PunchConfig,
     /// Relay use.
     pub relay: RelayMode,
+    /// Transports to use.
+    pub transport: TransportMode,
+    /// The server's TCP assist port (default: the server's port + 1).
+    pub tcp_assist_port: Option<u16>,
 }
 
 impl ClientConfig {
@@ -71,25 +115,27 @@ impl ClientConfig {
             server_timeout: DEFAULT_SERVER_TIMEOUT,
             punch: PunchConfig::default(),
             relay: RelayMode::default(),
+            transport: TransportMode::default(),
+            tcp_assist_port: None,
         }
     }
-}
 
-/// An authenticated QUIC connection to a named peer.
-#[derive(Debug, Clone)]
-pub struct PeerConnection {
-    /// The peer's registered name.
-    pub name: String,
-    /// The peer's key, proven in the handshake.
-    pub key: PublicKey,
-    /// The QUIC connection.
-    pub connection: quinn::Connection,
-    /// The path it ran on when it was established (changes arrive as
-    /// [`ClientEvent::Path`]).
-    pub path: Option<Path>,
-    /// We opened it (else the peer did: when both ask for each other at once, one
-    /// connection serves both requests).
-    pub opened_by_us: bool,
+    /// The TCP transport's settings.
+    pub(crate) fn tcp(&self) -> crate::tcp::client::TcpConfig {
+        let assist = self
+            .tcp_assist_port
+            .unwrap_or(self.server.port().wrapping_add(1));
+        crate::tcp::client::TcpConfig {
+            server_main: self.server,
+            server_assist: SocketAddr::new(self.server.ip(), assist),
+            name: self.name.clone(),
+            punch_timeout: self.punch.deadline,
+            punch: self.relay != RelayMode::Only,
+            server_keepalive: self.server_keepalive,
+            server_timeout: self.server_timeout,
+            open_ttl: None,
+        }
+    }
 }
 
 /// Errors starting a client.
@@ -105,6 +151,9 @@ pub enum ClientError {
     /// The server did not answer the registration.
     #[error("server unreachable: no answer from {0} within {1:?}")]
     ServerUnreachable(SocketAddr, Duration),
+    /// The server could not be reached over TCP (or over either transport).
+    #[error("server unreachable: {0}")]
+    Unreachable(String),
     /// The server refused the registration.
     #[error("registration refused: {}: {reason}", code.describe())]
     Refused {
@@ -169,6 +218,11 @@ pub enum ClientEvent {
         /// The new local address.
         local: SocketAddr,
     },
+    /// The server did not answer over UDP: the client runs over TCP alone.
+    TransportFallback {
+        /// Why.
+        reason: String,
+    },
     /// The server answers again after having been silent.
     ServerBack {
         /// The public address it observed.
@@ -195,14 +249,22 @@ pub(crate) enum Command {
 
 /// A running client. Dropping it stops its tasks.
 pub struct Client {
-    cmd_tx: mpsc::Sender<Command>,
+    /// The UDP side (absent with [`TransportMode::Tcp`], or when UDP did not answer).
+    udp: Option<UdpSide>,
+    /// The TCP transport, when the client may use TCP.
+    tcp: Option<TcpTransport>,
     events: tokio::sync::Mutex<mpsc::Receiver<ClientEvent>>,
-    endpoint: quinn::Endpoint,
     public: SocketAddr,
     local: SocketAddr,
     key: PublicKey,
+    relay: RelayMode,
+    _tasks: Vec<AbortOnDrop>,
+}
+
+struct UdpSide {
+    cmd_tx: mpsc::Sender<Command>,
+    endpoint: quinn::Endpoint,
     current: Current,
-    _driver: AbortOnDrop,
 }
 
 impl std::fmt::Debug for Client {
@@ -210,6 +272,7 @@ impl std::fmt::Debug for Client {
         f.debug_struct("Client")
             .field("public", &self.public)
             .field("key", &self.key)
+            .field("udp", &self.udp.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -225,6 +288,9 @@ impl Drop for AbortOnDrop {
 /// The path each peer's traffic takes now, as the application sees it.
 pub(crate) type Current = Arc<Mutex<HashMap<PublicKey, Path>>>;
 
+/// TCP connections peers opened to us, shared by whichever part serves them.
+pub(crate) type TcpIncoming = Arc<tokio::sync::Mutex<mpsc::Receiver<TcpLink>>>;
+
 /// Keys of the peers we were introduced to: the only ones whose connections we accept.
 pub(crate) type Introduced = Arc<Mutex<HashSet<PublicKey>>>;
 
@@ -234,16 +300,91 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Client {
     /// Bind, register with the server and start serving. Fails if the name is invalid,
-    /// the server does not answer within `cfg.server_timeout`, or it refuses the name.
+    /// the server does not answer within `cfg.server_timeout` (over any transport the
+    /// configuration allows), or it refuses the name.
     pub async fn start(cfg: ClientConfig, identity: Identity) -> Result<Client, ClientError> {
+        let key = identity.public_key();
+        let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
+        let (tcp, incoming) = match cfg.transport {
+            TransportMode::Udp => (None, None),
+            _ => {
+                let (t, incoming) = TcpTransport::start(cfg.tcp(), identity.clone());
+                (Some(t), Some(incoming))
+            }
+        };
+        let incoming = incoming.map(|rx| Arc::new(tokio::sync::Mutex::new(rx)));
+        let mut client = Client {
+            udp: None,
+            tcp,
+            events: tokio::sync::Mutex::new(ev_rx),
+            public: cfg.server,
+            local: cfg.bind,
+            key,
+            relay: cfg.relay,
+            _tasks: Vec::new(),
+        };
+        if cfg.transport != TransportMode::Tcp {
+            match client
+                .start_udp(&cfg, identity, incoming.clone(), ev_tx.clone())
+                .await
+            {
+                Ok(()) => return Ok(client),
+                Err(ClientError::ServerUnreachable(server, after)) if client.tcp.is_some() => {
+                    let reason = format!("no UDP answer from {server} within {after:?}");
+                    client
+                        .start_tcp_only(incoming, ev_tx.clone())
+                        .await
+                        .map_err(|e| {
+                            ClientError::Unreachable(format!("{reason}; over TCP: {e}"))
+                        })?;
+                    let reason = format!("{reason}; using TCP");
+                    let _ = ev_tx.try_send(ClientEvent::TransportFallback { reason });
+                    return Ok(client);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        client.start_tcp_only(incoming, ev_tx).await?;
+        Ok(client)
+    }
+
+    /// Serve over TCP alone: wait for the TCP registration and pass on what arrives.
+    async fn start_tcp_only(
+        &mut self,
+        incoming: Option<TcpIncoming>,
+        events: mpsc::Sender<ClientEvent>,
+    ) -> Result<(), ClientError> {
+        let (Some(tcp), Some(incoming)) = (self.tcp.as_ref(), incoming) else {
+            return Err(ClientError::Unreachable("TCP is not enabled".into()));
+        };
+        let (public, local) = tcp.registered().await.map_err(|state| match state {
+            TcpState::Refused(code, reason) => ClientError::Refused { code, reason },
+            TcpState::Down(why) => ClientError::Unreachable(why),
+            other => ClientError::Unreachable(format!("{other:?}")),
+        })?;
+        info!(%public, "registered over TCP");
+        self.public = public;
+        self.local = local;
+        self._tasks
+            .push(tcp_only::forward(incoming, tcp.state(), events));
+        Ok(())
+    }
+
+    /// Bind, register over UDP and start the driver (with `incoming` TCP connections,
+    /// under `Auto`).
+    async fn start_udp(
+        &mut self,
+        cfg: &ClientConfig,
+        identity: Identity,
+        incoming: Option<TcpIncoming>,
+        events: mpsc::Sender<ClientEvent>,
+    ) -> Result<(), ClientError> {
         let (socket, ctl_rx) = DemuxSocket::bind(cfg.bind)
             .await
             .map_err(|e| ClientError::Bind(cfg.bind, e))?;
         let local = socket
             .local_addr()
             .map_err(|e| ClientError::Bind(cfg.bind, e))?;
-        let key = identity.public_key();
-
         let introduced: Introduced = Arc::new(Mutex::new(HashSet::new()));
         let accept_set = introduced.clone();
         let accept: tls::AcceptPeer = Arc::new(move |k: &PublicKey| lock(&accept_set).contains(k));
@@ -263,10 +404,8 @@ impl Client {
             Arc::new(quinn::TokioRuntime),
         )
         .map_err(|e| ClientError::Tls(e.to_string()))?;
-
         let current: Current = Arc::new(Mutex::new(HashMap::new()));
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
-        let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
         let (ready_tx, ready_rx) = oneshot::channel();
         let driver = driver::Driver::new(driver::Setup {
             cfg: cfg.clone(),
@@ -276,23 +415,24 @@ impl Client {
             endpoint: endpoint.clone(),
             introduced,
             current: current.clone(),
-            events: ev_tx,
+            events,
             ready: ready_tx,
+            tcp: self.tcp.as_ref().map(|t| t.connector()),
+            tcp_incoming: incoming,
         })?;
         let task = AbortOnDrop(tokio::spawn(driver.run(ctl_rx, cmd_rx)));
         let public = ready_rx
             .await
             .map_err(|_| ClientError::ServerUnreachable(cfg.server, cfg.server_timeout))??;
-        Ok(Client {
+        self.udp = Some(UdpSide {
             cmd_tx,
-            events: tokio::sync::Mutex::new(ev_rx),
             endpoint,
-            public,
-            local,
-            key,
             current,
-            _driver: task,
-        })
+        });
+        self.public = public;
+        self.local = local;
+        self._tasks.push(task);
+        Ok(())
     }
 
     /// The public address the server observed at registration.
@@ -310,18 +450,24 @@ impl Client {
         self.key
     }
 
-    /// The path a peer's traffic takes right now (`None` if it has none or is unknown).
-    /// Path changes after this are reported as [`ClientEvent::Path`].
+    /// The path a peer's traffic takes right now (`None` if it has none or is unknown,
+    /// or the client runs over TCP alone). Changes arrive as [`ClientEvent::Path`].
     pub fn current_path(&self, peer: &PublicKey) -> Option<Path> {
-        lock(&self.current).get(peer).copied()
+        lock(&self.udp.as_ref()?.current).get(peer).copied()
     }
 
-    /// Ask the server for `peer` and open an authenticated QUIC connection: through the
-    /// relay at once and moving to a punched direct path when one works
-    /// ([`RelayMode::Auto`]), or as [`ClientConfig::relay`] says.
+    /// Reach `peer` and open an authenticated connection: over UDP through the relay at
+    /// once, moving to a punched direct path when one works ([`RelayMode::Auto`]), or as
+    /// [`ClientConfig::relay`] says; over TCP where the transport mode says so.
     pub async fn connect(&self, peer: &str) -> Result<PeerConnection, ConnectError> {
+        let Some(udp) = &self.udp else {
+            let tcp = self.tcp.as_ref().ok_or(ConnectError::Closed)?;
+            let relay = self.relay != RelayMode::Never;
+            let link = tcp.connector().connect(peer, relay).await?;
+            return Ok(PeerConnection::tcp(link, true));
+        };
         let (reply, rx) = oneshot::channel();
-        self.cmd_tx
+        udp.cmd_tx
             .send(Command::Connect {
                 target: peer.to_string(),
                 reply,
@@ -335,7 +481,18 @@ impl Client {
     /// it to the peers we meet, and punching is skipped where the two types rule out a
     /// direct path (the relay carries the connection at once instead of after a deadline).
     pub async fn set_nat(&self, classic: Classic) {
-        let _ = self.cmd_tx.send(Command::SetNat(classic)).await;
+        if let Some(udp) = &self.udp {
+            let _ = udp.cmd_tx.send(Command::SetNat(classic)).await;
+        }
+    }
+
+    /// The transport the client registered over (UDP, or TCP alone).
+    pub fn transport(&self) -> Transport {
+        if self.udp.is_some() {
+            Transport::Udp
+        } else {
+            Transport::Tcp
+        }
     }
 
     /// The next event (incoming peers, path changes, failures, server state); `None` once
@@ -346,11 +503,12 @@ impl Client {
 
     /// Close every connection and wait briefly for the peers to hear it.
     pub async fn close(&self) {
+        let Some(udp) = &self.udp else { return };
         let (tx, rx) = oneshot::channel();
-        if self.cmd_tx.send(Command::Close(tx)).await.is_ok() {
+        if udp.cmd_tx.send(Command::Close(tx)).await.is_ok() {
             let _ = rx.await;
         }
-        self.endpoint.close(0u32.into(), b"bye");
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        udp.endpoint.close(0u32.into(), b"bye");
+        let _ = tokio::time::timeout(Duration::from_secs(1), udp.endpoint.wait_idle()).await;
     }
 }
