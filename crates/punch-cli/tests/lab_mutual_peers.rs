@@ -104,6 +104,7 @@ fn mutual(test: &str, lab: &Lab, extra: &[&str]) -> (String, String) {
 }
 
 #[test]
+#[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn both_name_each_other_over_udp() {
     let test = "both name each other: port-restricted-cone x port-restricted-cone, udp";
     if !available(test) {
@@ -121,6 +122,7 @@ fn both_name_each_other_over_udp() {
 }
 
 #[test]
+#[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn both_name_each_other_and_move_to_tcp() {
     let test = "both name each other: --transport auto, UDP only to the server";
     if !available(test) {
@@ -142,6 +144,7 @@ fn both_name_each_other_and_move_to_tcp() {
 }
 
 #[test]
+#[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn both_name_each_other_over_tcp() {
     let test = "both name each other: port-restricted-cone x port-restricted-cone, tcp";
     if !available(test) {

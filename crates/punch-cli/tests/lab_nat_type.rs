@@ -90,31 +90,37 @@ fn check(kind: &str, lab: &Lab, v: &OurVerdict, server_log: &str) {
 }
 
 #[test]
+#[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn nat_type_open() {
     nat_type("open");
 }
 
 #[test]
+#[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn nat_type_firewall() {
     nat_type("firewall");
 }
 
 #[test]
+#[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn nat_type_full_cone() {
     nat_type("full-cone");
 }
 
 #[test]
+#[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn nat_type_restricted_cone() {
     nat_type("restricted-cone");
 }
 
 #[test]
+#[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn nat_type_port_restricted_cone() {
     nat_type("port-restricted-cone");
 }
 
 #[test]
+#[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn nat_type_symmetric() {
     nat_type("symmetric");
 }
@@ -123,6 +129,7 @@ fn nat_type_symmetric() {
 /// public address and leaves the rest unknown, for a cone NAT and a symmetric one alike
 /// (a guess would name both the same).
 #[test]
+#[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn nat_type_single_address_server_reports_unknown() {
     if !lab_available("nat-type against a one-address server") {
         return;
@@ -183,6 +190,7 @@ fn nat_type_single_address_server_reports_unknown() {
 /// within a bounded time. Two ways: a closed port on a live host (ICMP port unreachable
 /// comes back) and an address without a host (nothing comes back).
 #[test]
+#[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn nat_type_no_server_is_blocked() {
     if !lab_available("nat-type with nothing listening") {
         return;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use lab::recovery::{scenario, Fault};
 
 #[test]
+#[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn port_restricted_pair_recovers_from_a_reboot_that_changes_the_port() {
     scenario(
         "router reboot, new public port",

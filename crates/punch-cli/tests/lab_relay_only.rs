@@ -36,26 +36,32 @@ fn relay_only(a: &str) {
 }
 
 #[test]
+#[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn relay_only_from_open() {
     relay_only("open");
 }
 #[test]
+#[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn relay_only_from_firewall() {
     relay_only("firewall");
 }
 #[test]
+#[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn relay_only_from_full_cone() {
     relay_only("full-cone");
 }
 #[test]
+#[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn relay_only_from_restricted_cone() {
     relay_only("restricted-cone");
 }
 #[test]
+#[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn relay_only_from_port_restricted_cone() {
     relay_only("port-restricted-cone");
 }
 #[test]
+#[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn relay_only_from_symmetric() {
     relay_only("symmetric");
 }

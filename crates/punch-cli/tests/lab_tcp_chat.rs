@@ -38,6 +38,7 @@ fn chat_over_tcp(a: &str, b: &str, transport: &str, block_udp: bool, want_path: 
 }
 
 #[test]
+#[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn chat_over_tcp_port_restricted_pair() {
     chat_over_tcp(
         "port-restricted-cone",
@@ -49,11 +50,13 @@ fn chat_over_tcp_port_restricted_pair() {
 }
 
 #[test]
+#[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn chat_auto_falls_back_to_tcp_when_udp_is_blocked() {
     chat_over_tcp("port-restricted-cone", "full-cone", "auto", true, "direct");
 }
 
 #[test]
+#[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn chat_over_tcp_relay_for_symmetric_pair() {
     chat_over_tcp("symmetric", "symmetric", "tcp", false, "relay");
 }

@@ -7,6 +7,7 @@ mod lab;
 use lab::tcp::{tcp_pair, Expect, TcpLabOpts};
 
 #[test]
+#[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn symmetric_port_restricted_cone_relays() {
     tcp_pair(
         "symmetric",
@@ -17,6 +18,7 @@ fn symmetric_port_restricted_cone_relays() {
 }
 
 #[test]
+#[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn symmetric_firewall_relays() {
     tcp_pair(
         "symmetric",
@@ -27,6 +29,7 @@ fn symmetric_firewall_relays() {
 }
 
 #[test]
+#[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn symmetric_symmetric_relays() {
     tcp_pair(
         "symmetric",

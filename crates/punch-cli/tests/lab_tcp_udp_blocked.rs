@@ -14,6 +14,7 @@ const BLOCKED: TcpLabOpts = TcpLabOpts {
 
 /// The lab really drops UDP: a datagram from host b never reaches the server.
 #[test]
+#[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn udp_is_blocked_in_this_lab() {
     if !lab::lab_available("udp blocked lab") {
         return;
@@ -47,6 +48,7 @@ fn udp_is_blocked_in_this_lab() {
 }
 
 #[test]
+#[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn port_restricted_cone_pair_connects_over_tcp() {
     tcp_pair(
         "port-restricted-cone",
@@ -57,11 +59,13 @@ fn port_restricted_cone_pair_connects_over_tcp() {
 }
 
 #[test]
+#[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn full_cone_symmetric_connects_over_tcp() {
     tcp_pair("full-cone", "symmetric", Expect::Direct, BLOCKED);
 }
 
 #[test]
+#[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn symmetric_pair_relays_over_tcp() {
     tcp_pair("symmetric", "symmetric", Expect::Relay, BLOCKED);
 }
