@@ -5,6 +5,15 @@
 //! The loss also hits the rendezvous ready signal (`PeerReady`, sent once), so some runs
 //! exercise the fallback start of full probes. LAN hops stay lossless here: a lost
 //! opening probe is `agent_lost_opening_probe.rs`.
+//!
+//! The loss hits the real rendezvous exchange too (connect request, introductions), so an
+//! introduction can itself come late, repeated by the server or after the requester
+//! repeated its request, or never (the requester gives a request up after
+//! `DEFAULT_SERVER_TIMEOUT`). The probe schedule assumes the two introductions arrive
+//! within its `open_delay` of each other (its fallback for a lost ready signal): with a
+//! later one, the early side's full probes can reach the late side's NAT before it opened,
+//! which is the conntrack race of `agent_lost_opening_probe.rs`. Such runs are counted and
+//! bounded, not held to the punching assertions.
 
 mod sim;
 
@@ -33,6 +42,8 @@ fn lossy(a: NatType, b: NatType, seed: u64) -> PairScenario {
 fn direct_pairs_connect_through_loss_and_reordering() {
     let (mut lost, mut reordered) = (0, 0);
     let mut slowest = Duration::ZERO;
+    let (mut runs, mut late_introductions) = (0, 0);
+    let open_delay = PunchConfig::default().open_delay;
     for (i, &a) in NatType::ALL.iter().enumerate() {
         for &b in &NatType::ALL[i..] {
             if !direct_path_exists(a, b) {
@@ -41,6 +52,11 @@ fn direct_pairs_connect_through_loss_and_reordering() {
             let mut tally = Tally::new(format!("{} <-> {} lossy", a.name(), b.name()));
             for seed in 0..RUNS {
                 let out = run_pair(&lossy(a, b, seed));
+                runs += 1;
+                if out.a.started.abs_diff(out.b.started) > open_delay {
+                    late_introductions += 1;
+                    continue;
+                }
                 tally.add(&out);
                 assert!(
                     out.connected(),
@@ -58,7 +74,16 @@ fn direct_pairs_connect_through_loss_and_reordering() {
             slowest = slowest.max(tally.times.iter().copied().max().unwrap_or_default());
         }
     }
-    println!("lost {lost}, reordered {reordered}, slowest {slowest:?}");
+    println!(
+        "lost {lost}, reordered {reordered}, slowest {slowest:?}, \
+         introductions over {open_delay:?} apart (or missing) in {late_introductions} of {runs} runs"
+    );
+    // Each try of the exchange crosses one lossy link each way: most get through at once,
+    // so late introductions stay the exception.
+    assert!(
+        late_introductions * 100 <= runs * 15,
+        "{late_introductions} of {runs}"
+    );
     // The conditions were really there.
     assert!(lost > 200, "lost {lost}");
     assert!(reordered > 20, "reordered {reordered}");

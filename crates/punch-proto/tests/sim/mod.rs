@@ -1,28 +1,22 @@
-//! A deterministic simulated network for the hole-punching agent, in virtual time.
+//! A deterministic simulated network in virtual time, on which every host runs the real
+//! client [`Session`](punch_proto::client::Session) and the server node runs the real
+//! [`Rendezvous`](punch_proto::rendezvous::Rendezvous).
 //!
 //! Owns: sites (a LAN behind a NAT, or one host with a routed public address), an
 //! "internet core" router with the rendezvous server, links with latency, seeded loss and
-//! jitter, and the loop that runs [`Agent`]s on hosts, feeding them frames and time as
-//! the real socket loop (`crates/punch/src/client.rs`) does. It does not own the agent's
-//! logic, the NAT model ([`nat`], Linux conntrack as in the namespace lab), the
-//! two-peer driver ([`pair`]) or the helpers for driving an agent by hand ([`agent_io`]).
+//! jitter, the event loop (packets in flight, host and server wake-ups, earliest first),
+//! the packet counters and the log of deliveries. It does not own the NAT model
+//! ([`nat`], Linux conntrack as in the namespace lab), the host driver ([`host`]), the
+//! server node ([`server`]), the app transport standing in for QUIC ([`stream`]), the
+//! faults ([`faults`]), the two-peer scenarios ([`pair`]) or the helpers for driving a
+//! bare agent by hand ([`agent_io`]).
 //!
 //! # Topology and hops
 //! host -> own router (hop 1) -> core (hop 2) -> peer's router (hop 3) -> peer host. A
 //! packet with TTL 2 passes its own NAT, creating the mapping, and dies in the core. Hosts
 //! on one LAN reach each other directly (no router, no TTL decrement). Loss and jitter
-//! apply per link crossing; the registration and the path checks run lossless.
-//!
-//! # Rendezvous
-//! The server is a minimal stand-in for `punch_proto::rendezvous`: it answers
-//! registrations (recording the observed address) and, once both sides of a session sent
-//! [`Frame::IntroduceAck`], sends [`Frame::PeerReady`] to both. A host acks its
-//! introduction right after its agent's opening probes are out and hands `PeerReady` to
-//! its agent if it has one for that session, else drops it (both as `client.rs` does).
-//! Introductions are not sent over the network: each side's agent starts at a configured
-//! time, which is how skew is modelled; so the server's retransmission of an introduction
-//! whose acknowledgement was lost is not modelled either (a lost `IntroduceAck` here costs
-//! the peer its ready signal, as a lost `PeerReady` does in reality).
+//! apply per link crossing; [`Sim::lossless`] switches loss off for a while (the pair
+//! scenarios register that way, and check chosen paths that way).
 //!
 //! # Hairpinning
 //! Off by default, as Linux masquerade. When on, it is the NAT loopback of consumer
@@ -32,15 +26,21 @@
 #![allow(dead_code)]
 
 pub mod agent_io;
+pub mod faults;
+pub mod host;
 pub mod nat;
 pub mod pair;
+pub mod recovery;
+pub mod server;
+pub mod stream;
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BinaryHeap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use punch_proto::agent::{Agent, CandidateKind, Event, PunchConfig, Transmit};
+use punch_proto::agent::Transmit;
+use punch_proto::client::{ConnectId, PeerKey, Session};
 use punch_proto::wire::Frame;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -48,11 +48,16 @@ use rand::{Rng, SeedableRng};
 #[allow(unused_imports)]
 pub use agent_io::{agent_events, drain_agent, Sent};
 #[allow(unused_imports)]
+pub use host::{Host, HostConfig};
+#[allow(unused_imports)]
 pub use nat::{direct_path_exists, NatType};
 #[allow(unused_imports)]
 pub use pair::{random_pair, run_pair, PairOutcome, PairScenario, Side, Tally, Topology};
+#[allow(unused_imports)]
+pub use stream::{Flow, Received};
 
 use nat::{Out, Router};
+use server::ServerNode;
 
 /// TTL of a datagram sent without an explicit one (Linux `net.ipv4.ip_default_ttl`).
 pub const DEFAULT_TTL: u32 = 64;
@@ -60,7 +65,8 @@ pub const DEFAULT_TTL: u32 = 64;
 pub const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), 3478);
 /// One-way latency between the core and the server.
 pub const SERVER_LATENCY: Duration = Duration::from_millis(5);
-/// Virtual time at which the server introduces the peers; registration happens before.
+/// Virtual time at which the pair scenarios ask for the introduction; registration
+/// happens before.
 pub const INTRODUCED_AT: Duration = Duration::from_secs(1);
 /// Largest skew between the two introductions in the randomised scenarios.
 pub const MAX_SKEW: Duration = Duration::from_millis(30);
@@ -110,6 +116,8 @@ impl SiteConfig {
 /// Counters of what happened to packets, to prove a scenario exercised what it claims.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetStats {
+    /// Hosts that moved to a fresh local port when their session asked.
+    pub rebinds: usize,
     /// Datagrams hosts sent.
     pub sent: usize,
     /// Datagrams delivered to a host's socket.
@@ -134,6 +142,10 @@ pub struct NetStats {
     pub no_socket: usize,
     /// Deliveries that overtook a packet sent earlier on the same (source, destination).
     pub reordered: usize,
+    /// Conntrack entries dropped by flushes.
+    pub flushed: usize,
+    /// Datagrams that reached the server while it was down.
+    pub server_down: usize,
 }
 
 /// A datagram delivered to a host.
@@ -149,15 +161,6 @@ pub struct Delivery {
     pub frame: Option<Frame>,
     /// The raw payload.
     pub payload: Vec<u8>,
-}
-
-/// An event an agent reported, and when.
-#[derive(Debug, Clone)]
-pub struct Reported {
-    /// Virtual time of the report.
-    pub at: Duration,
-    /// The event.
-    pub event: Event,
 }
 
 #[derive(Debug, Clone)]
@@ -209,45 +212,26 @@ struct Site {
     hosts: Vec<HostId>,
 }
 
-struct PendingStart {
-    at: Duration,
-    cfg: PunchConfig,
-    session: u64,
-    candidates: Vec<(SocketAddr, CandidateKind)>,
-    /// Acknowledge the introduction to the server once the opening probes are out.
-    ack: bool,
-}
-
-struct Host {
-    site: SiteId,
-    addr: SocketAddr,
-    observed: Option<SocketAddr>,
-    pending: Option<PendingStart>,
-    agent: Option<Agent>,
-    started: Option<Duration>,
-    reports: Vec<Reported>,
-    transmits: usize,
-    /// Lose the first low-TTL datagram the agent sends to each destination, on the LAN.
-    lose_opening: bool,
-    /// Destinations whose first low-TTL datagram was lost.
-    lost_opening: Vec<SocketAddr>,
+/// What wakes next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    Host(HostId),
+    Server,
 }
 
 /// The simulated network.
 pub struct Sim {
     base: Instant,
     now: Duration,
+    seed: u64,
     rng: StdRng,
     sites: Vec<Site>,
     hosts: Vec<Host>,
+    server: ServerNode,
     queue: BinaryHeap<Reverse<InFlight>>,
     seq: u64,
     /// Last packet id delivered per (source, destination), to count reordering.
     last_id: BTreeMap<(SocketAddr, SocketAddr), u64>,
-    /// Sessions the server introduced: (id, one side's public address, the other's).
-    sessions: Vec<(u64, SocketAddr, SocketAddr)>,
-    /// (session, side) pairs that acknowledged their introduction.
-    acked: Vec<(u64, SocketAddr)>,
     /// Packet counters.
     pub stats: NetStats,
     /// Every delivery to a host, in order.
@@ -255,19 +239,20 @@ pub struct Sim {
 }
 
 impl Sim {
-    /// An empty network whose randomness (loss, jitter, random ports) follows `seed`.
+    /// An empty network whose randomness (loss, jitter, random ports, the server's and
+    /// the sessions' ids) follows `seed`.
     pub fn new(seed: u64) -> Sim {
         Sim {
             base: Instant::now(),
             now: Duration::ZERO,
+            seed,
             rng: StdRng::seed_from_u64(seed),
             sites: Vec::new(),
             hosts: Vec::new(),
+            server: ServerNode::new(seed ^ 0x5e1f_0000),
             queue: BinaryHeap::new(),
             seq: 0,
             last_id: BTreeMap::new(),
-            sessions: Vec::new(),
-            acked: Vec::new(),
             stats: NetStats::default(),
             log: Vec::new(),
         }
@@ -286,10 +271,9 @@ impl Sim {
         id
     }
 
-    /// Add a host with one UDP socket on `port`. A public site holds a single host, which
-    /// has the site's public address.
-    pub fn add_host(&mut self, site: SiteId, port: u16) -> HostId {
-        let id = self.hosts.len();
+    /// Attach a host to `site` on the next free LAN address (the public address on a
+    /// public site, which holds one host) with local `port`.
+    fn attach(&mut self, site: SiteId, host: HostId, port: u16) -> SocketAddr {
         let s = &mut self.sites[site];
         let ip = if s.cfg.nat.is_public() {
             assert!(s.hosts.is_empty(), "a public site has one host");
@@ -300,19 +284,21 @@ impl Sim {
             IpAddr::V4(Ipv4Addr::new(10, site_octet, 0, n))
         };
         s.router.dnat_to.get_or_insert(ip);
-        s.hosts.push(id);
-        self.hosts.push(Host {
-            site,
-            addr: SocketAddr::new(ip, port),
-            observed: None,
-            pending: None,
-            agent: None,
-            started: None,
-            reports: Vec::new(),
-            transmits: 0,
-            lose_opening: false,
-            lost_opening: Vec::new(),
-        });
+        s.hosts.push(host);
+        SocketAddr::new(ip, port)
+    }
+
+    /// Add a host with one UDP socket on `port`, running a client session set up by
+    /// `cfg` that starts (registers) now. Its key is `[id + 1; 32]`.
+    pub fn add_host(&mut self, site: SiteId, port: u16, cfg: HostConfig) -> HostId {
+        let id = self.hosts.len();
+        let addr = self.attach(site, id, port);
+        let key = [u8::try_from(id + 1).expect("few hosts"); 32];
+        let seed = self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (id as u64 + 1);
+        let now = self.instant(self.now);
+        let host = Host::new(cfg, site, addr, key, self.base, now, seed);
+        self.hosts.push(host);
+        self.flush_host(id);
         id
     }
 
@@ -321,7 +307,7 @@ impl Sim {
         self.now
     }
 
-    /// The `Instant` the agents see for virtual time `t`.
+    /// The `Instant` the sessions see for virtual time `t`.
     pub fn instant(&self, t: Duration) -> Instant {
         self.base + t
     }
@@ -331,106 +317,69 @@ impl Sim {
         self.hosts[h].addr
     }
 
-    /// The address the server observed for a host, once registered.
-    pub fn observed(&self, h: HostId) -> Option<SocketAddr> {
-        self.hosts[h].observed
+    /// A host and everything it recorded.
+    pub fn host(&self, h: HostId) -> &Host {
+        &self.hosts[h]
     }
 
-    /// What the agent of a host reported, in order.
-    pub fn reports(&self, h: HostId) -> &[Reported] {
-        &self.hosts[h].reports
+    /// A host's key.
+    pub fn key(&self, h: HostId) -> PeerKey {
+        self.hosts[h].key
     }
 
-    /// Datagrams the agent of a host asked to send.
-    pub fn transmits(&self, h: HostId) -> usize {
-        self.hosts[h].transmits
+    /// The server node.
+    pub fn server(&self) -> &ServerNode {
+        &self.server
     }
 
-    /// When the agent of a host started.
-    pub fn started(&self, h: HostId) -> Option<Duration> {
-        self.hosts[h].started
-    }
-
-    /// Every host registers with the server now, lossless (the real client retries until
-    /// answered); the network runs until quiet. See [`Sim::observed`].
-    pub fn register_all(&mut self) {
-        self.lossless(|sim| {
-            for h in 0..sim.hosts.len() {
-                let mut payload = b"register".to_vec();
-                payload.extend_from_slice(&(h as u64).to_be_bytes());
-                sim.send(h, SERVER, None, payload);
-            }
-            sim.run_packets(sim.now + Duration::from_secs(1));
-        });
-    }
-
-    /// The candidates `to` punches toward after an introduction to `peer`, built as
-    /// `client.rs` builds them: the peer's private address as a host candidate unless it
-    /// is `to`'s own or equals the peer's public address, then the public address the
-    /// server observed as server-reflexive.
-    pub fn introduction(&self, to: HostId, peer: HostId) -> Vec<(SocketAddr, CandidateKind)> {
-        let p = &self.hosts[peer];
-        let mut out = Vec::new();
-        if p.addr != self.hosts[to].addr && Some(p.addr) != p.observed {
-            out.push((p.addr, CandidateKind::Host));
-        }
-        if let Some(o) = p.observed {
-            out.push((o, CandidateKind::ServerReflexive));
-        }
+    /// Act on a host's session now (a command, as the application would), then send what
+    /// it wants sent.
+    pub fn act<T>(&mut self, h: HostId, f: impl FnOnce(&mut Session, Instant) -> T) -> T {
+        let (at, now) = (self.now, self.instant(self.now));
+        let out = f(&mut self.hosts[h].session, now);
+        self.hosts[h].pump(at, now);
+        self.flush_host(h);
         out
     }
 
-    /// Introduce registered hosts `a` and `b` under a fresh session id: the server will
-    /// relay each side's acknowledgement to the other. Returns the session id.
-    pub fn introduce(&mut self, a: HostId, b: HostId) -> u64 {
-        let session = self.rng.random();
-        let (pa, pb) = (self.hosts[a].observed, self.hosts[b].observed);
-        self.sessions.push((
-            session,
-            pa.expect("a registered"),
-            pb.expect("b registered"),
-        ));
-        session
+    /// Host `h` asks its session for `name` (see `Session::connect`).
+    pub fn connect(&mut self, h: HostId, name: &str) -> ConnectId {
+        self.act(h, |s, now| s.connect(now, name))
+            .expect("a valid connect request")
     }
 
-    /// Start an agent on `h` at virtual time `at`; with `ack`, the host acknowledges the
-    /// introduction to the server right after the agent's opening probes.
-    pub fn start_agent(
+    /// Host `from` sends a numbered message to host `to` every `interval`, from `start`
+    /// until `until` (messages wait for the connection, as a QUIC stream's would).
+    pub fn stream(
         &mut self,
-        h: HostId,
-        at: Duration,
-        cfg: PunchConfig,
-        session: u64,
-        candidates: Vec<(SocketAddr, CandidateKind)>,
-        ack: bool,
+        from: HostId,
+        to: HostId,
+        interval: Duration,
+        start: Duration,
+        until: Duration,
     ) {
-        let start = PendingStart {
-            at,
-            cfg,
-            session,
-            candidates,
-            ack,
-        };
-        self.hosts[h].pending = Some(start);
+        let peer = self.hosts[to].key;
+        self.hosts[from]
+            .app
+            .send_every(peer, interval, start.max(self.now), until);
     }
 
-    /// Lose the first opening (low-TTL) probe the agent of `h` sends to each destination,
-    /// on its first LAN hop: its NAT never sees it. Later copies, if any, pass.
-    pub fn lose_opening(&mut self, h: HostId) {
-        self.hosts[h].lose_opening = true;
+    /// The messages from `from` to `to`: when each was sent and when (and how) it arrived.
+    pub fn flow(&self, from: HostId, to: HostId) -> Flow {
+        let (kf, kt) = (self.hosts[from].key, self.hosts[to].key);
+        Flow::new(&self.hosts[from].app, kt, &self.hosts[to].app, kf)
     }
 
-    /// Send a raw datagram from a host's socket now (bypassing its agent).
+    /// Send a raw datagram from a host's socket now (bypassing its session).
     pub fn send(&mut self, h: HostId, dest: SocketAddr, ttl: Option<u32>, payload: Vec<u8>) {
         self.stats.sent += 1;
         self.seq += 1;
         let host = &self.hosts[h];
         let site = host.site;
-        let ttl = ttl.unwrap_or(DEFAULT_TTL);
         let pkt = Packet {
             src: host.addr,
             dst: dest,
-            ttl,
+            ttl: ttl.unwrap_or(DEFAULT_TTL),
             payload,
             id: self.seq,
         };
@@ -446,8 +395,28 @@ impl Sim {
         }
     }
 
+    /// Send what host `h` wants sent; give it a fresh port if its session asked for one
+    /// (as the real driver rebinds its socket), and send what that leads to.
+    fn flush_host(&mut self, h: HostId) {
+        let (out, dropped) = self.hosts[h].take_outbox();
+        self.stats.sent += dropped;
+        self.stats.lost += dropped;
+        for t in out {
+            let Transmit { dest, ttl, payload } = t;
+            self.send(h, dest, ttl, payload);
+        }
+        if std::mem::take(&mut self.hosts[h].rebind) {
+            let old = self.hosts[h].addr;
+            let addr = SocketAddr::new(old.ip(), old.port().wrapping_add(1000).max(1024));
+            self.hosts[h].addr = addr;
+            self.stats.rebinds += 1;
+            self.act(h, |s, now| s.rebound(now, vec![addr]));
+        }
+    }
+
     /// Send a datagram from `from` to `dest` over a lossless network and report whether it
-    /// reaches host `to`: checks that a chosen path really works.
+    /// reaches host `to`: checks that a chosen path really works. The marker's first byte
+    /// is in QUIC's range, so no session sees it.
     pub fn path_works(&mut self, from: HostId, to: HostId, dest: SocketAddr) -> bool {
         self.seq += 1;
         let marker = format!("path-check {}", self.seq).into_bytes();
@@ -462,7 +431,7 @@ impl Sim {
     }
 
     /// Run `f` with loss switched off on every link.
-    fn lossless<T>(&mut self, f: impl FnOnce(&mut Sim) -> T) -> T {
+    pub fn lossless<T>(&mut self, f: impl FnOnce(&mut Sim) -> T) -> T {
         let saved: Vec<(f64, f64)> = self
             .sites
             .iter()
@@ -492,6 +461,15 @@ impl Sim {
 
     fn link(&mut self, latency: Duration, loss: f64, jitter: Duration, to: Node, pkt: Packet) {
         if loss > 0.0 && self.rng.random_bool(loss) {
+            if std::env::var("SIMDEBUG").is_ok() {
+                eprintln!(
+                    "{:?} LOST {} -> {} {:?}",
+                    self.now,
+                    pkt.src,
+                    pkt.dst,
+                    Frame::decode(&pkt.payload).ok()
+                );
+            }
             self.stats.lost += 1;
             return;
         }
@@ -515,22 +493,30 @@ impl Sim {
         self.link(l, p, j, to, pkt);
     }
 
+    /// The last hop to a host of site `s`; datagrams from the server take the host's
+    /// extra server delay on top (how the pair scenarios skew the introductions).
     fn forward_to_lan(&mut self, s: SiteId, pkt: Packet) {
         let hosts = &self.sites[s].hosts;
-        match hosts
+        let Some(h) = hosts
             .iter()
             .copied()
             .find(|&h| self.hosts[h].addr.ip() == pkt.dst.ip())
-        {
-            Some(h) => self.lan(s, Node::Host(h), pkt),
-            None => self.stats.unroutable += 1,
+        else {
+            self.stats.unroutable += 1;
+            return;
+        };
+        let c = &self.sites[s].cfg;
+        let (mut l, p, j) = (c.lan_latency, c.lan_loss, c.lan_jitter);
+        if pkt.src == SERVER {
+            l += self.hosts[h].server_delay();
         }
+        self.link(l, p, j, Node::Host(h), pkt);
     }
 
     fn arrive(&mut self, node: Node, mut pkt: Packet) {
         match node {
             Node::Host(h) => self.deliver(h, pkt),
-            Node::Server => self.server(pkt),
+            Node::Server => self.server_input(pkt),
             Node::Core => {
                 if pkt.ttl <= 1 {
                     self.stats.ttl_expired += 1;
@@ -580,41 +566,45 @@ impl Sim {
         }
     }
 
-    fn server(&mut self, pkt: Packet) {
-        let answer = |sim: &mut Sim, dst: SocketAddr, payload: Vec<u8>| {
-            sim.seq += 1;
-            let ttl = DEFAULT_TTL;
+    /// A datagram reaches the server: it answers (and relays) from [`SERVER`].
+    fn server_input(&mut self, pkt: Packet) {
+        if pkt.dst != SERVER {
+            self.stats.no_socket += 1;
+            return;
+        }
+        if !self.server.is_up() {
+            self.stats.server_down += 1;
+            return;
+        }
+        let now = self.instant(self.now);
+        if std::env::var("SIMDEBUG").is_ok() {
+            eprintln!(
+                "{:?} server <- {} {:?}",
+                self.now,
+                pkt.src,
+                Frame::decode(&pkt.payload).ok()
+            );
+        }
+        let out = self.server.receive(now, pkt.src, &pkt.payload);
+        if std::env::var("SIMDEBUG").is_ok() {
+            for (d, p) in &out {
+                eprintln!("{:?} server -> {} {:?}", self.now, d, Frame::decode(p).ok());
+            }
+        }
+        self.server_output(out);
+    }
+
+    fn server_output(&mut self, out: Vec<(SocketAddr, Vec<u8>)>) {
+        for (dst, payload) in out {
+            self.seq += 1;
             let p = Packet {
                 src: SERVER,
                 dst,
-                ttl,
+                ttl: DEFAULT_TTL,
                 payload,
-                id: sim.seq,
+                id: self.seq,
             };
-            sim.schedule(sim.now + SERVER_LATENCY, Node::Core, p);
-        };
-        if let Some(id) = pkt.payload.strip_prefix(b"register") {
-            // A registration: remember the observed address, answer it.
-            let id = u64::from_be_bytes(id.try_into().expect("8-byte host id")) as usize;
-            self.hosts[id].observed = Some(pkt.src);
-            answer(self, pkt.src, b"registered".to_vec());
-        } else if let Ok(Frame::IntroduceAck { session }) = Frame::decode(&pkt.payload) {
-            // rendezvous.rs `introduce_ack`: once both sides acknowledged, tell both.
-            let pair = self
-                .sessions
-                .iter()
-                .find(|&&(s, a, b)| s == session && (a == pkt.src || b == pkt.src))
-                .map(|&(_, a, b)| (a, b));
-            if let Some((a, b)) = pair {
-                if !self.acked.contains(&(session, pkt.src)) {
-                    self.acked.push((session, pkt.src));
-                }
-                if self.acked.contains(&(session, a)) && self.acked.contains(&(session, b)) {
-                    let ready = Frame::PeerReady { session }.encode().expect("small frame");
-                    answer(self, a, ready.clone());
-                    answer(self, b, ready);
-                }
-            }
+            self.schedule(self.now + SERVER_LATENCY, Node::Core, p);
         }
     }
 
@@ -631,93 +621,55 @@ impl Sim {
             *last = pkt.id;
         }
         let frame = Frame::decode(&pkt.payload).ok();
+        let (at, now) = (self.now, self.instant(self.now));
+        self.hosts[h].receive(at, now, pkt.src, &pkt.payload);
         self.log.push(Delivery {
-            at: self.now,
+            at,
             host: h,
             from: pkt.src,
-            frame: frame.clone(),
+            frame,
             payload: pkt.payload,
         });
-        let now = self.instant(self.now);
-        let (Some(agent), Some(frame)) = (self.hosts[h].agent.as_mut(), frame) else {
-            return;
-        };
-        match frame {
-            // client.rs: the ready signal counts only from the server, for a known session.
-            Frame::PeerReady { session } if pkt.src == SERVER && session == agent.session() => {
-                agent.peer_ready(now)
-            }
-            Frame::PeerReady { .. } => {}
-            frame => agent.handle_frame(now, pkt.src, &frame),
-        }
-        self.drain(h);
+        self.flush_host(h);
     }
 
-    fn drain(&mut self, h: HostId) {
-        let mut out: Vec<Transmit> = Vec::new();
-        let host = &mut self.hosts[h];
-        let Some(agent) = host.agent.as_mut() else {
-            return;
-        };
-        while let Some(t) = agent.poll_transmit() {
-            out.push(t);
-        }
-        while let Some(event) = agent.poll_event() {
-            host.reports.push(Reported {
-                at: self.now,
-                event,
-            });
-        }
-        host.transmits += out.len();
-        if host.lose_opening {
-            out.retain(|t| {
-                let first = t.ttl.is_some() && !host.lost_opening.contains(&t.dest);
-                if first {
-                    host.lost_opening.push(t.dest);
-                    self.stats.sent += 1;
-                    self.stats.lost += 1;
-                }
-                !first
-            });
-        }
-        for t in out {
-            self.send(h, t.dest, t.ttl, t.payload);
-        }
-    }
-
-    /// Next agent wake-up (start or timer), earliest first.
-    fn next_wake(&self) -> Option<(Duration, HostId)> {
-        let wake = |host: &Host| match (&host.pending, &host.agent) {
-            (Some(p), _) => Some(p.at),
-            (None, Some(a)) => a
-                .poll_timeout()
-                .map(|t| t.saturating_duration_since(self.base)),
-            (None, None) => None,
-        };
+    /// Next wake-up of a host or the server, earliest first (hosts before the server,
+    /// lower ids first, at equal times).
+    fn next_wake(&self) -> Option<(Duration, Wake)> {
         let hosts = self.hosts.iter().enumerate();
+        let hosts = hosts.filter_map(|(h, host)| host.next_wake().map(|t| (t, Wake::Host(h))));
+        let server = self
+            .server
+            .next_wake()
+            .map(|t| (t.saturating_duration_since(self.base), Wake::Server));
         hosts
-            .filter_map(|(h, host)| wake(host).map(|t| (t.max(self.now), h)))
-            .min()
+            .chain(server)
+            .map(|(t, w)| (t.max(self.now), w))
+            .min_by_key(|&(t, w)| {
+                let rank = match w {
+                    Wake::Host(h) => h,
+                    Wake::Server => usize::MAX,
+                };
+                (t, rank)
+            })
     }
 
-    fn wake(&mut self, h: HostId) {
-        let now = self.instant(self.now);
-        if let Some(p) = self.hosts[h].pending.take() {
-            self.hosts[h].agent = Some(Agent::new(p.cfg, p.session, p.candidates, now));
-            self.hosts[h].started = Some(self.now);
-            // The opening probes go on the wire before the acknowledgement.
-            self.drain(h);
-            if p.ack {
-                let ack = Frame::IntroduceAck { session: p.session }.encode();
-                self.send(h, SERVER, None, ack.expect("small frame"));
+    fn wake(&mut self, w: Wake) {
+        let (at, now) = (self.now, self.instant(self.now));
+        match w {
+            Wake::Host(h) => {
+                self.hosts[h].wake(at, now);
+                self.flush_host(h);
             }
-        } else if let Some(agent) = self.hosts[h].agent.as_mut() {
-            agent.handle_timeout(now);
-            self.drain(h);
+            Wake::Server => {
+                let out = self.server.wake(now);
+                self.server_output(out);
+            }
         }
     }
 
-    /// Run packets and agents until `stop` holds, nothing is left to do, or `limit`.
+    /// Run packets, hosts and the server until `stop` holds, nothing is left to do, or
+    /// `limit`.
     pub fn run(&mut self, limit: Duration, mut stop: impl FnMut(&Sim) -> bool) {
         let mut spins = 0u32;
         while !stop(self) {
@@ -736,11 +688,11 @@ impl Sim {
             spins = if t == self.now { spins + 1 } else { 0 };
             assert!(
                 spins < 100_000,
-                "no progress at {t:?}: an agent keeps waking at the same time"
+                "no progress at {t:?}: something keeps waking at the same time"
             );
             self.now = t;
             match wake {
-                Some((w, h)) if w == t => self.wake(h),
+                Some((w, who)) if w == t => self.wake(who),
                 _ => {
                     let Reverse(f) = self.queue.pop().expect("peeked");
                     self.arrive(f.node, f.pkt);
@@ -749,7 +701,13 @@ impl Sim {
         }
     }
 
-    /// Deliver packets in flight until `limit`, without waking agents' timers.
+    /// Run everything until virtual time `t`.
+    pub fn run_until(&mut self, t: Duration) {
+        self.run(t, |_| false);
+        self.now = self.now.max(t);
+    }
+
+    /// Deliver packets in flight until `limit`, without waking hosts or the server.
     fn run_packets(&mut self, limit: Duration) {
         while self.queue.peek().is_some_and(|Reverse(f)| f.at <= limit) {
             let Reverse(f) = self.queue.pop().expect("peeked");

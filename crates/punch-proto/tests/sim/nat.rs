@@ -24,6 +24,11 @@
 //! conntrack confirms them, so it creates no dead entries. TTL is checked in `ip_forward`
 //! before any forward or postrouting hook, so an expiring packet creates no mapping and no
 //! DNAT'ed connection; a packet delivered locally to a NAT is not TTL-checked.
+//!
+//! Two faults act on a router: [`Router::flush`] is `conntrack -F` (every entry gone; the
+//! `@contacted` set is an nftables set and stays), and [`Router::set_port_offset`] makes
+//! later mappings take another public port than the host's (a rebooted router or a CGNAT
+//! that rebinds), where masquerade would have kept it.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -145,6 +150,8 @@ pub(super) struct Router {
     pub(super) dnat_to: Option<IpAddr>,
     /// NAT loopback enabled.
     hairpin: bool,
+    /// Added to the host's port to pick the public port of a new mapping (0: keep it).
+    port_offset: u16,
 }
 
 impl Router {
@@ -156,7 +163,31 @@ impl Router {
             contacted: BTreeSet::new(),
             dnat_to: None,
             hairpin,
+            port_offset: 0,
         }
+    }
+
+    /// `conntrack -F`: forget every connection. Returns how many there were.
+    pub(super) fn flush(&mut self) -> usize {
+        std::mem::take(&mut self.conns).len()
+    }
+
+    /// New mappings take the host's port plus `offset` (wrapping within 1024..=65535)
+    /// instead of the host's own port. (The cones' `dnat` of unsolicited packets still
+    /// maps a public port to the same host port: use it on masquerade-only routers.)
+    pub(super) fn set_port_offset(&mut self, offset: u16) {
+        self.port_offset = offset;
+    }
+
+    /// The public port a new mapping of local port `port` asks for first.
+    fn preferred_port(&self, port: u16) -> u16 {
+        const FIRST: u32 = 1024;
+        const SPAN: u32 = 65536 - FIRST;
+        if self.port_offset == 0 {
+            return port;
+        }
+        let p = u32::from(port).max(FIRST) - FIRST + u32::from(self.port_offset);
+        u16::try_from(FIRST + p % SPAN).expect("below 65536")
     }
 
     fn expire(&mut self, now: Duration) {
@@ -212,8 +243,8 @@ impl Router {
     }
 
     /// Source NAT of a LAN packet (POSTROUTING `masquerade`): reuse its connection, or
-    /// create one, preserving the port unless the reply tuple is taken (never preserving
-    /// it for `fully-random`).
+    /// create one, preserving the port (or taking the offset one) unless the reply tuple
+    /// is taken (never preserving it for `fully-random`).
     fn snat(&mut self, now: Duration, pkt: &mut Packet, rng: &mut StdRng, stats: &mut NetStats) {
         if let Some((i, dir)) = self.lookup((pkt.src, pkt.dst)) {
             self.pass(now, i, dir, pkt);
@@ -222,8 +253,9 @@ impl Router {
         let want = |p: u16| (pkt.dst, SocketAddr::new(self.public_ip, p));
         let mut port = None;
         if self.nat != NatType::Symmetric {
-            match self.taken(want(pkt.src.port())) {
-                None => port = Some(pkt.src.port()),
+            let preferred = self.preferred_port(pkt.src.port());
+            match self.taken(want(preferred)) {
+                None => port = Some(preferred),
                 Some(ConnKind::Dead) => stats.race_remaps += 1,
                 Some(_) => {}
             }

@@ -1,17 +1,28 @@
-//! The two-peer driver: register two hosts, introduce them, run both agents until both
-//! report (or a limit), check the chosen paths carry data, and tally repeated runs.
+//! The two-peer scenarios of the `agent_*` tests, on real sessions and the real server.
 //!
-//! Owns scenarios and their outcomes; the network itself is the parent module's.
+//! Owns scenarios, their outcomes and tallies of repeated runs. Two hosts, `a` (host 0)
+//! and `b` (host 1), start their sessions at time zero with `RelayMode::Never` and the
+//! scenario's punching schedule, and register (lossless, as loss is not what these
+//! scenarios are about); at [`INTRODUCED_AT`] `b` connects to `a`; the run ends when both
+//! sides have a punching result or at the limit, and each chosen path is then checked to
+//! carry a datagram. A side's punching result is read from its session's events: its
+//! first direct [`Route`] is the agent's `Selected` (candidate and round trip from the
+//! route's path) and [`ClientEvent::DirectFailed`] is `Failed(Deadline)`. Skew between the
+//! two introductions is an extra delay on everything the server sends to the later side.
+//! The connection itself is never opened: these scenarios are about punching.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use punch_proto::agent::{CandidateKind, Event, PunchConfig};
+use punch_proto::agent::{CandidateKind, Event, FailReason, PunchConfig};
+use punch_proto::client::{Event as ClientEvent, RelayMode, Route};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{Delivery, HostId, NatType, NetStats, Sim, SiteConfig, INTRODUCED_AT, MAX_SKEW};
+use super::{
+    Delivery, HostConfig, HostId, NatType, NetStats, Sim, SiteConfig, INTRODUCED_AT, MAX_SKEW,
+};
 
 /// Where the two peers live.
 #[derive(Debug, Clone)]
@@ -22,7 +33,7 @@ pub enum Topology {
     SameSite(SiteConfig),
 }
 
-/// One run of two agents introduced to each other.
+/// One run of two peers introduced to each other.
 #[derive(Debug, Clone)]
 pub struct PairScenario {
     /// Seed of the network's randomness.
@@ -31,21 +42,22 @@ pub struct PairScenario {
     pub topology: Topology,
     /// Local ports of peer A and peer B.
     pub ports: (u16, u16),
-    /// When each side's introduction arrives, after [`INTRODUCED_AT`].
+    /// Extra delay of everything the server sends to each side: the later side's
+    /// introduction arrives that much later.
     pub start: (Duration, Duration),
-    /// Each side's agent configuration.
+    /// Each side's punching schedule.
     pub cfg: (PunchConfig, PunchConfig),
     /// Stop this long after [`INTRODUCED_AT`] even if a side has not reported.
     pub limit: Duration,
-    /// The peers acknowledge their introductions, so the server relays the ready signal.
+    /// The peers' acknowledgements of their introductions reach the server, so it relays
+    /// the ready signal (`false`: every `IntroduceAck` is dropped as it leaves).
     pub ready_signal: bool,
     /// Each side's first opening probe to each candidate is lost on its LAN, before its NAT.
     pub lose_opening: (bool, bool),
 }
 
 impl PairScenario {
-    /// Both peers introduced at once, default agents, the ready signal relayed, a limit
-    /// past the deadline.
+    /// No skew, the default schedule, the ready signal relayed, a limit past the deadline.
     pub fn new(topology: Topology, seed: u64) -> PairScenario {
         PairScenario {
             seed,
@@ -60,7 +72,7 @@ impl PairScenario {
         .with_config(PunchConfig::default())
     }
 
-    /// Both agents use `cfg`; the limit follows its deadline.
+    /// Both sides use `cfg`; the limit follows its deadline.
     pub fn with_config(mut self, cfg: PunchConfig) -> PairScenario {
         self.limit = cfg.deadline + Duration::from_secs(2);
         self.cfg = (cfg.clone(), cfg);
@@ -68,7 +80,7 @@ impl PairScenario {
     }
 }
 
-/// What one side's agent did.
+/// What one side's punching did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Side {
     /// Its first event, and when (since [`INTRODUCED_AT`]).
@@ -81,7 +93,7 @@ pub struct Side {
     pub local: SocketAddr,
     /// Its public address as the server saw it.
     pub public: Option<SocketAddr>,
-    /// Datagrams its agent sent.
+    /// Datagrams the host sent (registration, requests, probes and answers).
     pub sent: usize,
     /// After the run: a datagram to the selected address reached the peer.
     pub path_works: bool,
@@ -104,7 +116,7 @@ pub struct PairOutcome {
     pub a: Side,
     /// Peer B (host 1).
     pub b: Side,
-    /// Datagrams both agents sent.
+    /// Datagrams both hosts sent.
     pub packets_sent: usize,
     /// Network counters.
     pub stats: NetStats,
@@ -131,54 +143,94 @@ impl PairOutcome {
     }
 }
 
-/// Run two agents introduced to each other until both report or the limit passes.
+/// A side's punching results as agent events, with their times: each direct route is a
+/// `Selected`, each `DirectFailed` a `Failed(Deadline)`.
+fn punching_results(events: &[(Duration, ClientEvent)]) -> Vec<(Event, Duration)> {
+    events
+        .iter()
+        .filter_map(|(at, ev)| match ev {
+            ClientEvent::Route {
+                route: Route::Direct(addr),
+                path,
+                ..
+            } => {
+                let path = path.expect("a direct route has a path");
+                let kind = path.candidate.expect("a direct path has a candidate");
+                let rtt = path.rtt;
+                Some((
+                    Event::Selected {
+                        addr: *addr,
+                        kind,
+                        rtt,
+                    },
+                    *at,
+                ))
+            }
+            ClientEvent::DirectFailed { .. } => Some((Event::Failed(FailReason::Deadline), *at)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Run two peers introduced to each other until both have a punching result or the
+/// limit passes.
 pub fn run_pair(sc: &PairScenario) -> PairOutcome {
     let mut sim = Sim::new(sc.seed);
+    let host = |name: &str, punch: &PunchConfig, delay: Duration, lose: bool| HostConfig {
+        relay: RelayMode::Never,
+        punch: punch.clone(),
+        server_delay: delay,
+        drop_intro_acks: !sc.ready_signal,
+        lose_opening: lose,
+        open_connections: false,
+        ..HostConfig::new(name)
+    };
+    let ca = host("a", &sc.cfg.0, sc.start.0, sc.lose_opening.0);
+    let cb = host("b", &sc.cfg.1, sc.start.1, sc.lose_opening.1);
     let (ha, hb) = match &sc.topology {
         Topology::TwoSites(a, b) => {
             let sa = sim.add_site(a.clone());
             let sb = sim.add_site(b.clone());
-            (sim.add_host(sa, sc.ports.0), sim.add_host(sb, sc.ports.1))
+            (
+                sim.add_host(sa, sc.ports.0, ca),
+                sim.add_host(sb, sc.ports.1, cb),
+            )
         }
         Topology::SameSite(s) => {
             let site = sim.add_site(s.clone());
             (
-                sim.add_host(site, sc.ports.0),
-                sim.add_host(site, sc.ports.1),
+                sim.add_host(site, sc.ports.0, ca),
+                sim.add_host(site, sc.ports.1, cb),
             )
         }
     };
-    sim.register_all();
-    let session = sim.introduce(ha, hb);
-    let (ia, ib) = (sim.introduction(ha, hb), sim.introduction(hb, ha));
-    let (ack, start) = (sc.ready_signal, INTRODUCED_AT);
-    sim.start_agent(ha, start + sc.start.0, sc.cfg.0.clone(), session, ia, ack);
-    sim.start_agent(hb, start + sc.start.1, sc.cfg.1.clone(), session, ib, ack);
-    for (h, lose) in [(ha, sc.lose_opening.0), (hb, sc.lose_opening.1)] {
-        if lose {
-            sim.lose_opening(h);
-        }
-    }
-    let done = |s: &Sim| !s.reports(ha).is_empty() && !s.reports(hb).is_empty();
+    sim.lossless(|sim| sim.run_until(INTRODUCED_AT));
+    sim.connect(hb, "a");
+    let done = |s: &Sim| {
+        [ha, hb]
+            .iter()
+            .all(|&h| !punching_results(&s.host(h).events).is_empty())
+    };
     sim.run(INTRODUCED_AT + sc.limit, done);
-    let packets_sent = sim.transmits(ha) + sim.transmits(hb);
+    let packets_sent = sim.host(ha).sent + sim.host(hb).sent;
     let stats = sim.stats.clone();
     let mut side = |h: HostId, peer: HostId| {
-        let reports = sim.reports(h).to_vec();
-        let event = reports
+        let results = punching_results(&sim.host(h).events);
+        let event = results
             .first()
-            .map(|r| (r.event.clone(), r.at - INTRODUCED_AT));
+            .map(|(e, at)| (e.clone(), *at - INTRODUCED_AT));
         let path_works = match &event {
             Some((Event::Selected { addr, .. }, _)) => sim.path_works(h, peer, *addr),
             _ => false,
         };
+        let host = sim.host(h);
         Side {
             event,
-            events: reports.len(),
-            started: sim.started(h).map_or(Duration::MAX, |t| t - INTRODUCED_AT),
+            events: results.len(),
+            started: host.started.map_or(Duration::MAX, |t| t - INTRODUCED_AT),
             local: sim.local_addr(h),
-            public: sim.observed(h),
-            sent: sim.transmits(h),
+            public: host.session.public_addr(),
+            sent: host.sent,
             path_works,
         }
     };
@@ -194,7 +246,8 @@ pub fn run_pair(sc: &PairScenario) -> PairOutcome {
 }
 
 /// A two-site scenario with random small latencies (WAN 1-15 ms, LAN 0.1-1 ms per site)
-/// and a random skew up to [`MAX_SKEW`] between the introductions, either way round.
+/// and a random skew up to [`MAX_SKEW`] between the introductions, either way round
+/// (on top of the difference of the two sides' latencies to the server).
 pub fn random_pair(a: NatType, b: NatType, seed: u64) -> PairScenario {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5ca1_ab1e_0000_0000);
     let mut site = |nat| SiteConfig {
@@ -226,7 +279,7 @@ pub struct Tally {
     pub connected: usize,
     /// Connect times of those runs.
     pub times: Vec<Duration>,
-    /// Datagrams both agents sent, per run.
+    /// Datagrams both hosts sent, per run.
     pub packets: Vec<usize>,
 }
 
