@@ -20,8 +20,10 @@
 //! - A direct path that stops answering its checks falls back to the relay at once;
 //!   the client re-registers at once (so the server learns a new mapping before anyone
 //!   is introduced to the old one) and the side that opened the connection asks for a new
-//!   introduction after [`REPUNCH_AFTER_LOSS`]; failed attempts back off from
-//!   [`REPUNCH_FIRST`] to [`REPUNCH_MAX`].
+//!   introduction after [`REPUNCH_AFTER_LOSS`], with a short deadline
+//!   ([`RECOVERY_DEADLINE`]). When that fails, NAT state blocks the old ports, and each
+//!   side moves to a fresh local port ([`Event::Rebind`]) and punches again; later
+//!   failures back off from [`REPUNCH_FIRST`] to [`REPUNCH_MAX`].
 //! - A silent server is asked again every [`registration::MAX_REGISTER_RTO`] at most,
 //!   so a server back from a restart hears from every client within that; a relay session
 //!   the server no longer knows is replaced by a new introduction.

@@ -499,8 +499,11 @@ impl Session {
                         .set(Timer::Repunch(key), now + REPUNCH_AFTER_LOSS);
                 }
             }
-            AgentEvent::Failed(_) if p.initiator && p.recovering && !p.rebind_tried => {
-                // Punching again after a lost path failed: NAT state blocks the old port.
+            AgentEvent::Failed(_) if p.recovering && !p.rebind_tried => {
+                // Punching again after a lost path failed: NAT state blocks the old port,
+                // on our side or the peer's (Linux gives every new connection from a
+                // source port the public port of the first one it finds, so one
+                // remapped connection moves them all). Both sides take a fresh port.
                 p.rebind_tried = true;
                 if !self.rebind(now) {
                     self.repunch_later(now, key);

@@ -34,7 +34,7 @@ use crate::tls;
 /// How often the host's local address is looked at (the route toward the server): a
 /// host that moved to another network, or got a new address by DHCP, is noticed within
 /// this long.
-pub const ADDRESS_POLL: Duration = Duration::from_secs(1);
+pub const ADDRESS_POLL: Duration = Duration::from_millis(250);
 /// How long a closed connection's route outlives it, so quinn's CONNECTION_CLOSE (sent
 /// after the connection reports closed) still reaches the peer.
 const CLOSE_LINGER: Duration = Duration::from_secs(3);
@@ -239,7 +239,8 @@ impl Driver {
     /// punches again; QUIC keeps its connections over the virtual addresses).
     fn check_address(&mut self) {
         let ip = crate::nat::local_ip_toward(self.cfg.server, self.cfg.bind.ip());
-        if ip == self.local_ip {
+        // No route at all (a link going down mid-move): wait for the new one.
+        if ip == self.local_ip || ip.is_unspecified() {
             return;
         }
         info!(old = %self.local_ip, new = %ip, "local address changed");
