@@ -68,9 +68,8 @@ fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
 
-/// Alice's public port toward `peer` in router `router`'s connection tracking: the reply
-/// tuple's destination port of her UDP conntrack entry toward `peer`.
-pub fn mapped_port(lab: &Lab, router: &str, host: &str, peer: &str) -> Option<u16> {
+/// `conntrack -L -p udp FILTER...` in `router`'s namespace.
+fn conntrack_udp(lab: &Lab, router: &str, filter: &[&str]) -> String {
     let out = Command::new("ip")
         .args([
             "netns",
@@ -81,10 +80,16 @@ pub fn mapped_port(lab: &Lab, router: &str, host: &str, peer: &str) -> Option<u1
             "-p",
             "udp",
         ])
-        .args(["-s", host, "-d", peer])
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
+        .args(filter)
+        .output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// Alice's public port toward `peer` in router `router`'s connection tracking: the reply
+/// tuple's destination port of her UDP conntrack entry toward `peer`.
+pub fn mapped_port(lab: &Lab, router: &str, host: &str, peer: &str) -> Option<u16> {
+    let text = conntrack_udp(lab, router, &["-s", host, "-d", peer]);
     text.lines().find_map(|line| {
         // orig: src= dst= sport= dport= ... reply: src= dst= sport= dport=
         let dports: Vec<u16> = line
@@ -99,19 +104,12 @@ pub fn mapped_port(lab: &Lab, router: &str, host: &str, peer: &str) -> Option<u1
 /// True once `router` tracks a packet from `from` to its WAN address on `port` (a peer's
 /// packet that arrived before the host behind it sent anything: it holds the port).
 fn inbound_holds(lab: &Lab, router: &str, from: &str, port: u16) -> bool {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns(router),
-            "conntrack",
-            "-L",
-            "-p",
-            "udp",
-        ])
-        .args(["-s", from, "--orig-port-dst", &port.to_string()])
-        .output();
-    out.is_ok_and(|o| !o.stdout.is_empty())
+    !conntrack_udp(
+        lab,
+        router,
+        &["-s", from, "--orig-port-dst", &port.to_string()],
+    )
+    .is_empty()
 }
 
 fn nft(lab: &Lab, router: &str, args: &str) -> String {
