@@ -6,7 +6,8 @@ mod lab;
 
 use std::time::Duration;
 
-use lab::relay::{available, chat_args, record};
+use lab::relay::{chat_args, record};
+use lab::require_lab;
 use lab::tcp::{tcp_lab, TcpLabOpts};
 use lab::{start_server, tempdir, Lab, Proc, EVENT_TIMEOUT};
 
@@ -107,9 +108,7 @@ fn mutual(test: &str, lab: &Lab, extra: &[&str]) -> (String, String) {
 #[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn both_name_each_other_over_udp() {
     let test = "both name each other: port-restricted-cone x port-restricted-cone, udp";
-    if !available(test) {
-        return;
-    }
+    require_lab(test);
     let lab = Lab::pair("mupp", "port-restricted-cone", "port-restricted-cone");
     let (a, b) = mutual(test, &lab, &["--transport", "udp"]);
     assert!(
@@ -125,9 +124,7 @@ fn both_name_each_other_over_udp() {
 #[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn both_name_each_other_and_move_to_tcp() {
     let test = "both name each other: --transport auto, UDP only to the server";
-    if !available(test) {
-        return;
-    }
+    require_lab(test);
     let opts = TcpLabOpts {
         block_udp: false,
         udp_to_server_only: true,
@@ -147,9 +144,7 @@ fn both_name_each_other_and_move_to_tcp() {
 #[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn both_name_each_other_over_tcp() {
     let test = "both name each other: port-restricted-cone x port-restricted-cone, tcp";
-    if !available(test) {
-        return;
-    }
+    require_lab(test);
     let lab = tcp_lab(
         "mutt",
         "port-restricted-cone",

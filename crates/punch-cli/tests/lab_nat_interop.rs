@@ -18,13 +18,11 @@ use lab::nat::{
     punch_nat_type, record, require_third_party, start_server, ScratchDir, Server, AD, APD, EI,
     PORT,
 };
-use lab::{lab_available, Lab};
+use lab::{require_lab, Lab};
 
 fn interop(kind: &str) {
     let test = format!("nat-type interop {kind}");
-    if !lab_available(&test) {
-        return;
-    }
+    require_lab(&test);
     require_third_party();
     let want = expected(kind);
     let lab = Lab::pair(&format!("ni{}", code(kind)), kind, "open");

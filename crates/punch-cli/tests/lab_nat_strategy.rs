@@ -7,7 +7,8 @@ mod lab;
 
 use std::time::{Duration, Instant};
 
-use lab::relay::{available, chat_args, code, record};
+use lab::relay::{chat_args, code, record};
+use lab::require_lab;
 use lab::{tempdir, Lab, Proc, EVENT_TIMEOUT};
 
 /// The punching deadline given to the peers: the hopeless case must answer well before.
@@ -23,9 +24,7 @@ fn spawn(name: &str, ns: &str, args: &[String]) -> Proc {
 
 fn run(a: &str, b: &str, expect_direct: bool) {
     let test = format!("NAT-aware punching: {a} x {b}");
-    if !available(&test) {
-        return;
-    }
+    require_lab(&test);
     let lab = Lab::pair(&format!("ns{}{}", code(a), code(b)), a, b);
     let addr = format!("{}:3478", lab.get("SRV_IP"));
     let _server = Proc::spawn(

@@ -13,7 +13,7 @@ use lab::nat::{
     code, expected, punch_nat_type, start_server, OurVerdict, ScratchDir, Server,
     OUR_VERDICT_BOUND, PORT,
 };
-use lab::{lab_available, Lab};
+use lab::{require_lab, Lab};
 
 /// The IP of an `IP:PORT` string, if it is one.
 fn ip_of(addr: Option<&str>) -> Option<String> {
@@ -23,9 +23,7 @@ fn ip_of(addr: Option<&str>) -> Option<String> {
 /// Our client in host a against our two-address server: the right verdicts for `kind`.
 fn nat_type(kind: &str) {
     let test = format!("nat-type {kind}");
-    if !lab_available(&test) {
-        return;
-    }
+    require_lab(&test);
     let lab = Lab::pair(&format!("nt{}", code(kind)), kind, "open");
     let scratch = ScratchDir::new(&lab.prefix);
     let server = start_server(&lab, Server::Ours, &scratch);
@@ -131,9 +129,7 @@ fn nat_type_symmetric() {
 #[test]
 #[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn nat_type_single_address_server_reports_unknown() {
-    if !lab_available("nat-type against a one-address server") {
-        return;
-    }
+    require_lab("nat-type against a one-address server");
     let lab = Lab::pair("ntone", "port-restricted-cone", "symmetric");
     let scratch = ScratchDir::new(&lab.prefix);
     let server = start_server(&lab, Server::OursSingle, &scratch);
@@ -192,9 +188,7 @@ fn nat_type_single_address_server_reports_unknown() {
 #[test]
 #[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn nat_type_no_server_is_blocked() {
-    if !lab_available("nat-type with nothing listening") {
-        return;
-    }
+    require_lab("nat-type with nothing listening");
     let lab = Lab::pair("ntblk", "port-restricted-cone", "open");
     for server in [
         format!("{}:{PORT}", lab.get("SRV_IP")),

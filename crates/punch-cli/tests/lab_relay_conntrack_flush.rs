@@ -5,14 +5,13 @@ mod lab;
 
 use std::time::Duration;
 
-use lab::relay::{assert_complete, available, code, conntrack_flush, record, Pair, STREAM_GAP};
+use lab::relay::{assert_complete, code, conntrack_flush, record, Pair, STREAM_GAP};
+use lab::require_lab;
 use lab::Lab;
 
 fn flush_mid_chat(a: &str, b: &str) {
     let test = format!("conntrack -F mid-chat: {a} x {b}");
-    if !available(&test) {
-        return;
-    }
+    require_lab(&test);
     let lab = Lab::pair(&format!("cf{}{}", code(a), code(b)), a, b);
     let mut pair = Pair::start(&lab, &lab.ns("a"), &lab.ns("b"), "auto");
     pair.connected();

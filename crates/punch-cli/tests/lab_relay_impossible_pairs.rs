@@ -1,14 +1,13 @@
 //! Lab: the pairs where no direct path can exist chat through the server's relay.
 mod lab;
 
-use lab::relay::{available, code, record, Pair};
+use lab::relay::{code, record, Pair};
+use lab::require_lab;
 use lab::Lab;
 
 fn through_relay(a: &str, b: &str) {
     let test = format!("relay: {a} x {b}");
-    if !available(&test) {
-        return;
-    }
+    require_lab(&test);
     let lab = Lab::pair(&format!("ri{}{}", code(a), code(b)), a, b);
     let mut pair = Pair::start(&lab, &lab.ns("a"), &lab.ns("b"), "auto");
     let connected = pair.connected();

@@ -5,14 +5,13 @@ mod lab;
 
 use std::time::Duration;
 
-use lab::relay::{assert_complete, available, chat_args, code, record, Pair, STREAM_GAP};
+use lab::relay::{assert_complete, chat_args, code, record, Pair, STREAM_GAP};
+use lab::require_lab;
 use lab::{start_server, tempdir, Lab, Proc, EVENT_TIMEOUT};
 
 fn restart_mid_chat(a: &str, b: &str) {
     let test = format!("server restart mid-chat: {a} x {b}");
-    if !available(&test) {
-        return;
-    }
+    require_lab(&test);
     let lab = Lab::pair(&format!("sr{}{}", code(a), code(b)), a, b);
     let mut pair = Pair::start(&lab, &lab.ns("a"), &lab.ns("b"), "auto");
     pair.connected();

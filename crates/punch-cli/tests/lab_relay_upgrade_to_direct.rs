@@ -5,14 +5,13 @@ mod lab;
 
 use std::time::Duration;
 
-use lab::relay::{assert_complete, available, code, record, Pair, STREAM_GAP, STREAM_MESSAGES};
+use lab::relay::{assert_complete, code, record, Pair, STREAM_GAP, STREAM_MESSAGES};
+use lab::require_lab;
 use lab::Lab;
 
 fn upgrade(a: &str, b: &str) {
     let test = format!("relay->direct: {a} x {b}");
-    if !available(&test) {
-        return;
-    }
+    require_lab(&test);
     let mut lines = Vec::new();
     for run in 0..2 {
         let lab = Lab::pair(&format!("rd{}{}{run}", code(a), code(b)), a, b);

@@ -10,7 +10,8 @@ mod lab;
 
 use std::time::Duration;
 
-use lab::relay::{assert_complete, available, record, Pair, STREAM_GAP};
+use lab::relay::{assert_complete, record, Pair, STREAM_GAP};
+use lab::require_lab;
 use lab::tcp::{tcp_lab, TcpLabOpts};
 
 /// Messages sent while the path changes: at [`STREAM_GAP`] apart they span the UDP
@@ -49,9 +50,7 @@ fn show(paths: &[(String, String)]) -> String {
 #[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn auto_moves_from_the_udp_relay_to_punched_tcp() {
     let test = "chat --transport auto: port-restricted-cone x port-restricted-cone, UDP only to the server";
-    if !available(test) {
-        return;
-    }
+    require_lab(test);
     let opts = TcpLabOpts {
         block_udp: false,
         udp_to_server_only: true,
@@ -95,9 +94,7 @@ fn auto_moves_from_the_udp_relay_to_punched_tcp() {
 #[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn auto_stays_on_the_relay_when_tcp_cannot_punch_either() {
     let test = "chat --transport auto: symmetric x symmetric";
-    if !available(test) {
-        return;
-    }
+    require_lab(test);
     let lab = tcp_lab("tass", "symmetric", "symmetric", TcpLabOpts::default());
     let mut pair = auto_pair(&lab);
     let connected = pair.connected();

@@ -3,7 +3,8 @@
 //! whose routers drop all UDP, the chat finds the server over TCP by itself.
 mod lab;
 
-use lab::relay::{available, code, record, Pair};
+use lab::relay::{code, record, Pair};
+use lab::require_lab;
 use lab::tcp::{tcp_lab, TcpLabOpts};
 
 fn chat_over_tcp(a: &str, b: &str, transport: &str, block_udp: bool, want_path: &str) {
@@ -11,9 +12,7 @@ fn chat_over_tcp(a: &str, b: &str, transport: &str, block_udp: bool, want_path: 
         "chat --transport {transport}: {a} x {b}{}",
         if block_udp { " (UDP blocked)" } else { "" }
     );
-    if !available(&test) {
-        return;
-    }
+    require_lab(&test);
     let prefix = format!(
         "tc{}{}{}",
         code(a),

@@ -16,9 +16,7 @@ const BLOCKED: TcpLabOpts = TcpLabOpts {
 #[test]
 #[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn udp_is_blocked_in_this_lab() {
-    if !lab::lab_available("udp blocked lab") {
-        return;
-    }
+    lab::require_lab("udp blocked lab");
     let lab = tcp_lab("tubchk", "port-restricted-cone", "open", BLOCKED);
     let srv = format!("{}:3478", lab.get("SRV_IP"));
     let probe = lab::repo_root().join("lab/udp-probe.py");

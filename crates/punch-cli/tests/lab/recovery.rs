@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::relay::{assert_complete, Pair};
-use super::{lab_available, record_to, start_server, Lab, EVENT_TIMEOUT};
+use super::{record_to, require_lab, start_server, Lab, EVENT_TIMEOUT};
 
 /// Runs per scenario (fresh labs, in parallel).
 pub const RUNS: usize = 5;
@@ -335,9 +335,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 /// must be back within [`DIRECT_BOUND`] in every run (else the path must not matter).
 pub fn scenario(name: &str, code: &str, a: &str, b: &str, fault: Fault, direct: bool) {
     let test = format!("{name}: {a} x {b}");
-    if !lab_available(&test) {
-        return;
-    }
+    require_lab(&test);
     let results: Vec<Result<Measured, String>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..RUNS)
             .map(|run| {

@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{lab_available, record_to, start_server, tempdir, Lab, Proc, EVENT_TIMEOUT};
+use super::{record_to, start_server, tempdir, Lab, Proc, EVENT_TIMEOUT};
 
 /// Messages bob sends in a stream scenario, and the gap between them.
 pub const STREAM_MESSAGES: usize = 60;
@@ -189,11 +189,6 @@ pub fn conntrack_flush(lab: &Lab, router: &str) {
 /// Short code of a router type, for prefixes.
 pub fn code(kind: &str) -> &'static str {
     super::code(kind)
-}
-
-/// A relay test's preamble: lab availability.
-pub fn available(test: &str) -> bool {
-    lab_available(test)
 }
 
 /// Record a line of the relay matrix.

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{code, exchange_hello, lab_available, median, repo_root, tempdir, Lab, Proc};
+use super::{code, exchange_hello, median, repo_root, require_lab, tempdir, Lab, Proc};
 
 /// Runs per pair (fresh namespaces each time); kept at 3 for CI time.
 pub const TCP_RUNS: usize = 3;
@@ -216,9 +216,7 @@ pub fn tcp_pair(a: &str, b: &str, expect: Expect, opts: TcpLabOpts) {
     if opts.block_udp {
         test.push_str(" (UDP blocked)");
     }
-    if !lab_available(&test) {
-        return;
-    }
+    require_lab(&test);
     let mut outcomes = Vec::new();
     for run in 0..TCP_RUNS {
         let tag = match (opts.block_udp, expect) {
