@@ -128,6 +128,7 @@ fn both_name_each_other_and_move_to_tcp() {
     let opts = TcpLabOpts {
         block_udp: false,
         udp_to_server_only: true,
+        ..TcpLabOpts::default()
     };
     let lab = tcp_lab("mutc", "port-restricted-cone", "port-restricted-cone", opts);
     let (a, b) = mutual(test, &lab, &["--transport", "auto"]);

@@ -54,6 +54,7 @@ fn auto_moves_from_the_udp_relay_to_punched_tcp() {
     let opts = TcpLabOpts {
         block_udp: false,
         udp_to_server_only: true,
+        ..TcpLabOpts::default()
     };
     let lab = tcp_lab("tapp", "port-restricted-cone", "port-restricted-cone", opts);
     let mut pair = auto_pair(&lab);

@@ -22,6 +22,7 @@ fn chat_over_tcp(a: &str, b: &str, transport: &str, block_udp: bool, want_path: 
     let opts = TcpLabOpts {
         block_udp,
         udp_to_server_only: false,
+        ..TcpLabOpts::default()
     };
     let lab = tcp_lab(&prefix, a, b, opts);
     let extra = ["--transport", transport];

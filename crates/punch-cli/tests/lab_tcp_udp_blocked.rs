@@ -10,6 +10,8 @@ use lab::tcp::{tcp_lab, tcp_pair, Expect, TcpLabOpts};
 const BLOCKED: TcpLabOpts = TcpLabOpts {
     block_udp: true,
     udp_to_server_only: false,
+    wan_input: None,
+    delay_ms: 0,
 };
 
 /// The lab really drops UDP: a datagram from host b never reaches the server.

@@ -16,6 +16,7 @@ use punch_proto::agent::CandidateKind;
 use punch_proto::client::{ConnectError, Path, PathKind, Transport};
 use punch_proto::tcp::framing::{encode_framed, LEN_PREFIX};
 use punch_proto::wire::{Frame, PeerInfo, MAX_FRAME_LEN};
+use rand::Rng;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -34,12 +35,17 @@ use crate::tls::{self, TlsError};
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a low-TTL opening SYN ([`super::client::TcpConfig::open_ttl`]) is left outstanding.
 const OPEN_LINGER: Duration = Duration::from_millis(100);
-/// Time given to the target's first SYN to leave before it reports ready.
-const OPENING_HEAD_START: Duration = Duration::from_millis(20);
+/// Longest the target waits, after reporting ready, for the requester to hear of it
+/// (the target's measured round trip to the server stands in for that time; see
+/// [`respond`]).
+const MAX_FIRE_DELAY: Duration = Duration::from_secs(1);
 /// Per-attempt connect timeout (the kernel retransmits the SYN after 1 s).
 const CONNECT_ATTEMPT: Duration = Duration::from_millis(1500);
-/// Pause between connect attempts to one candidate after a failure (RST, unreachable).
-const CONNECT_RETRY: Duration = Duration::from_millis(200);
+/// Pause between connect attempts to one candidate after a failure (a RST from a router
+/// that answers unsolicited SYNs, unreachable): drawn anew each time from this range, so
+/// that two sides whose attempts miss each other do not keep missing in lockstep.
+const CONNECT_RETRY: std::ops::Range<Duration> =
+    Duration::from_millis(50)..Duration::from_millis(250);
 /// Extra time the target waits for a relay offer after its punching deadline.
 const RELAY_GRACE: Duration = Duration::from_secs(10);
 /// Most established connections handshaking at once in one session (target side).
@@ -126,6 +132,8 @@ struct PunchPort {
     listener: TcpListener,
     local: SocketAddr,
     _assist: TcpStream,
+    /// Round trip of the assist exchange: our time to the server and back.
+    server_rtt: Duration,
 }
 
 async fn open_punch_port(ctx: &Ctx, session: u64) -> io::Result<PunchPort> {
@@ -135,6 +143,7 @@ async fn open_punch_port(ctx: &Ctx, session: u64) -> io::Result<PunchPort> {
     let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
     let mut assist = connect_from(local, ctx.server_assist, None, ctx.cfg.server_timeout).await?;
     let private = vec![SocketAddr::new(ctx.local_ip(), port)];
+    let sent = Instant::now();
     let observed = tokio::time::timeout(ctx.cfg.server_timeout, async {
         write_frame(&mut assist, &Frame::TcpAssist { session, private }).await?;
         match read_one_frame(&mut assist).await? {
@@ -147,11 +156,13 @@ async fn open_punch_port(ctx: &Ctx, session: u64) -> io::Result<PunchPort> {
     })
     .await
     .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no answer on the assist port"))??;
-    debug!(session, %local, %observed, "punching port mapped");
+    let server_rtt = sent.elapsed();
+    debug!(session, %local, %observed, ?server_rtt, "punching port mapped");
     Ok(PunchPort {
         listener,
         local,
         _assist: assist,
+        server_rtt,
     })
 }
 
@@ -198,13 +209,21 @@ fn spawn_punch(
                         return;
                     }
                     Err(e) => {
+                        // Refused (a RST: the peer's router had no state for us yet, or
+                        // answers every unsolicited SYN) or unreachable: again from the
+                        // same port, so the peer's attempts keep finding our mapping.
                         debug!(%cand, kind, error = %e, "TCP connect attempt failed");
-                        tokio::time::sleep(CONNECT_RETRY).await;
+                        tokio::time::sleep(retry_pause()).await;
                     }
                 }
             }
         });
     }
+}
+
+/// A pause from [`CONNECT_RETRY`].
+fn retry_pause() -> Duration {
+    rand::rng().random_range(CONNECT_RETRY)
 }
 
 fn spawn_accept(set: &mut JoinSet<()>, listener: TcpListener, tx: mpsc::Sender<Established>) {
@@ -219,7 +238,7 @@ fn spawn_accept(set: &mut JoinSet<()>, listener: TcpListener, tx: mpsc::Sender<E
                 }
                 Err(e) => {
                     debug!(error = %e, "accept failed");
-                    tokio::time::sleep(CONNECT_RETRY).await;
+                    tokio::time::sleep(retry_pause()).await;
                 }
             }
         }
@@ -423,21 +442,29 @@ pub(super) async fn respond(
         if let Some(ttl) = ctx.cfg.open_ttl {
             opening_syn(port.local, peer.public, ttl, OPEN_LINGER).await;
         }
-        // The opening SYN is the first SYN of the connect to the requester's public address:
-        // it opens our NAT toward it, and its socket stays in SYN-SENT (retransmitting) so
-        // that the requester's SYN meets it (simultaneous open), or else our listener.
+    }
+    let _ = ctx.ctl.send(Ctl::Send(Frame::TcpReady { session })).await;
+    if ctx.cfg.punch {
+        // Both first SYNs should be in flight at once, so that each meets the other's
+        // NAT state (a simultaneous open). A router that answers an unsolicited SYN with a
+        // RST (the Linux default without a drop rule, and many home routers) otherwise
+        // kills the first side's attempt, and with it that side's NAT state, before the
+        // second side's SYN arrives. The requester fires when our ready reaches it through
+        // the server, one-way times d_us + d_them after now; we fire after our round trip
+        // to the server, 2 d_us. The two SYNs leave |d_us - d_them| apart, which the
+        // triangle inequality bounds by the one-way time between the peers: they cross.
+        // Our connect socket stays in SYN-SENT (retransmitting) so that the requester's SYN
+        // meets it, or else our listener.
         spawn_punch(
             &mut set,
             &port,
             &peer,
             own_private,
-            Duration::ZERO,
+            port.server_rtt.min(MAX_FIRE_DELAY),
             deadline,
             tx.clone(),
         );
-        tokio::time::sleep(OPENING_HEAD_START).await;
     }
-    let _ = ctx.ctl.send(Ctl::Send(Frame::TcpReady { session })).await;
     let PunchPort {
         listener, _assist, ..
     } = port;
