@@ -10,22 +10,14 @@
 
 mod sim;
 
-use std::time::Duration;
-
-use sim::recovery::{report, streaming_pair, SEEDS};
-use sim::NatType;
+use sim::recovery::{port_restricted_pair, report, SEEDS};
 
 #[test]
 fn flushed_routers_recover_with_every_message_in_order() {
     let mut runs = Vec::new();
     let (mut remaps, mut rebinds) = (0, 0);
     for seed in 0..SEEDS {
-        let mut s = streaming_pair(
-            seed,
-            NatType::PortRestricted,
-            NatType::PortRestricted,
-            Duration::from_secs(50),
-        );
+        let mut s = port_restricted_pair(seed);
         let (sa, sb) = (s.sa, s.sb);
         let f = s.sim.fault_at(s.fault_at, |sim| {
             assert!(sim.flush_conntrack(sa) > 0, "the router held mappings");

@@ -6,21 +6,14 @@
 
 mod sim;
 
-use std::time::Duration;
-
-use sim::recovery::{report, streaming_pair, SEEDS};
+use sim::recovery::{port_restricted_pair, report, SEEDS};
 use sim::{NatType, SiteConfig};
 
 #[test]
 fn a_host_that_moves_is_reached_again() {
     let mut runs = Vec::new();
     for seed in 0..SEEDS {
-        let mut s = streaming_pair(
-            seed,
-            NatType::PortRestricted,
-            NatType::PortRestricted,
-            Duration::from_secs(50),
-        );
+        let mut s = port_restricted_pair(seed);
         let cafe = s.sim.add_site(SiteConfig::new(NatType::PortRestricted));
         let b = s.b;
         let before = s.sim.host(b).session.public_addr().expect("registered");

@@ -6,22 +6,14 @@
 
 mod sim;
 
-use std::time::Duration;
-
 use punch_proto::client::Event;
-use sim::recovery::{report, streaming_pair, SEEDS};
-use sim::NatType;
+use sim::recovery::{port_restricted_pair, report, SEEDS};
 
 #[test]
 fn a_new_public_port_is_learned_and_punched_again() {
     let mut runs = Vec::new();
     for seed in 0..SEEDS {
-        let mut s = streaming_pair(
-            seed,
-            NatType::PortRestricted,
-            NatType::PortRestricted,
-            Duration::from_secs(50),
-        );
+        let mut s = port_restricted_pair(seed);
         let (sa, sb, a) = (s.sa, s.sb, s.a);
         let before = s.sim.host(a).session.public_addr().expect("registered");
         let f = s.sim.fault_at(s.fault_at, |sim| {

@@ -37,6 +37,16 @@ pub struct Streaming {
     pub until: Duration,
 }
 
+/// The recovery tests' usual pair: two port-restricted cones streaming for 50 s.
+pub fn port_restricted_pair(seed: u64) -> Streaming {
+    streaming_pair(
+        seed,
+        NatType::PortRestricted,
+        NatType::PortRestricted,
+        Duration::from_secs(50),
+    )
+}
+
 /// Two sites of `na` and `nb` with random small latencies and some jitter, a host on
 /// each; b asks for a at 1 s; both stream from 2 s until `until`.
 pub fn streaming_pair(seed: u64, na: NatType, nb: NatType, until: Duration) -> Streaming {

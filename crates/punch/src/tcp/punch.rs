@@ -102,6 +102,23 @@ fn direct_path(candidate: &str, remote: SocketAddr) -> Path {
     }
 }
 
+/// A punched connection to `name`, authenticated as `key`.
+fn direct_link(
+    name: String,
+    key: PublicKey,
+    stream: TlsStream<TcpStream>,
+    candidate: &str,
+    remote: SocketAddr,
+) -> TcpLink {
+    TcpLink {
+        name,
+        key,
+        stream,
+        path: direct_path(candidate, remote),
+        relay_end: None,
+    }
+}
+
 pub(super) async fn write_frame(
     w: &mut (impl AsyncWriteExt + Unpin),
     frame: &Frame,
@@ -354,15 +371,7 @@ pub(super) async fn initiate(
             tokio::time::timeout_at(deadline, rx.recv()).await
         {
             match tls_client(ctx, stream, key).await {
-                Ok(stream) => {
-                    return Ok(TcpLink {
-                        name: peer.name,
-                        key,
-                        stream,
-                        path: direct_path(candidate, remote),
-                        relay_end: None,
-                    })
-                }
+                Ok(stream) => return Ok(direct_link(peer.name, key, stream, candidate, remote)),
                 Err(e) => {
                     debug!(%remote, error = %e, "TLS on punched connection failed");
                     tried.push(format!("{remote} (TLS: {e})"));
@@ -483,13 +492,7 @@ pub(super) async fn respond(
                 Some(done) = handshakes.join_next(), if !handshakes.is_empty() => {
                     match done {
                         Ok(Ok((stream, remote, candidate))) => {
-                            return Ok(TcpLink {
-                                name: peer.name,
-                                key,
-                                stream,
-                                path: direct_path(candidate, remote),
-                                relay_end: None,
-                            });
+                            return Ok(direct_link(peer.name, key, stream, candidate, remote));
                         }
                         Ok(Err(e)) => debug!(error = %e, "TLS on punched connection failed"),
                         Err(_) => {}
