@@ -9,11 +9,11 @@
 pub mod recovery;
 pub mod relay;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -137,7 +137,12 @@ pub struct Proc {
     stdin: Option<ChildStdin>,
     events: mpsc::Receiver<(Instant, Value)>,
     pub seen: Vec<(Instant, Value)>,
+    /// The last [`LOG_TAIL`] lines of its debug log, shown when a run fails.
+    log: Arc<Mutex<VecDeque<String>>>,
 }
+
+/// Log lines kept per process for failure reports.
+const LOG_TAIL: usize = 80;
 
 pub fn punch_bin() -> &'static str {
     env!("CARGO_BIN_EXE_punch")
@@ -173,11 +178,18 @@ impl Proc {
             }
         });
         let log_name = name.to_string();
+        let log = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_TAIL)));
+        let tail = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if std::env::var_os("PUNCH_LAB_LOGS").is_some() {
                     eprintln!("[{log_name}] {line}");
                 }
+                let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+                if tail.len() == LOG_TAIL {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
             }
         });
         Proc {
@@ -186,6 +198,7 @@ impl Proc {
             child,
             events: rx,
             seen: Vec::new(),
+            log,
         }
     }
 
@@ -240,12 +253,17 @@ impl Proc {
         false
     }
 
+    /// Its events, then the tail of its log (what a failure report shows).
     pub fn events_text(&self) -> String {
-        self.seen
+        let events = self
+            .seen
             .iter()
             .map(|(_, v)| v.to_string())
             .collect::<Vec<_>>()
-            .join("\n  ")
+            .join("\n  ");
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let log = log.iter().cloned().collect::<Vec<_>>().join("\n    ");
+        format!("{events}\n  last log lines of {}:\n    {log}", self.name)
     }
 }
 
