@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use punch::client::{Client, ClientConfig, ClientEvent};
+use punch::client::{Client, ClientConfig};
 use punch::identity::Identity;
 use serde_json::json;
 
@@ -26,12 +26,8 @@ pub async fn run(cfg: ClientConfig, peer: Option<String>, mib: u64) -> Result<()
     match peer {
         None => {
             eprintln!("waiting for a peer to push data");
-            let pc = loop {
-                match client.next_event().await {
-                    Some(ClientEvent::Incoming(pc)) => break pc,
-                    Some(_) => continue,
-                    None => bail!("client closed"),
-                }
+            let Some(pc) = client.next_incoming().await else {
+                bail!("client closed");
             };
             let conn = pc
                 .quic_connection()

@@ -243,6 +243,23 @@ async fn events(shared: Arc<Shared>) {
             ClientEvent::RegistrationRefused { reason } => {
                 r.error(None, &format!("registration refused: {reason}"))
             }
+            ClientEvent::PeerKey {
+                peer,
+                key,
+                replaced,
+                file,
+            } => r.peer_key(
+                &peer,
+                &key.to_string(),
+                replaced.map(|k| k.to_string()).as_deref(),
+                file.map(|f| f.display().to_string()).as_deref(),
+            ),
+            ClientEvent::PeerKeyRefused {
+                peer,
+                known,
+                offered,
+                file,
+            } => r.error(Some(&peer), &key_refused(&peer, &known, &offered, file)),
             _ => {}
         }
     }
@@ -302,9 +319,15 @@ async fn attach(shared: Arc<Shared>, pc: PeerConnection, counted: bool) {
         let path = shared.client.current_path(&pc.key).or(pc.path);
         let (kind, candidate, remote) = words(path, shared.client.public_addr());
         let transport = path.map(|p| p.transport).unwrap_or(pc.transport());
-        shared
-            .reporter
-            .connected(&name, kind, candidate, remote, pc.rtt(), transport.as_str());
+        shared.reporter.connected(
+            &name,
+            &pc.key.to_string(),
+            kind,
+            candidate,
+            remote,
+            pc.rtt(),
+            transport.as_str(),
+        );
         let pc_id = pc.id();
         let backlog: Vec<String> = lock(&shared.backlog).drain(..).collect();
         let mut conv = Conversation::start(pc, backlog);
@@ -359,4 +382,23 @@ pub fn resolve_server(s: &str, default_port: u16) -> Result<SocketAddr> {
         .with_context(|| format!("cannot resolve server address {s:?}"))?
         .find(|a| a.is_ipv4())
         .with_context(|| format!("no IPv4 address for {s:?}"))
+}
+
+/// What the user reads when a peer name comes with another key than the one we know.
+fn key_refused(
+    peer: &str,
+    known: &punch::identity::PublicKey,
+    offered: &punch::identity::PublicKey,
+    file: Option<(PathBuf, usize)>,
+) -> String {
+    let remove = match file {
+        Some((f, line)) => format!("remove line {line} of {} or pass", f.display()),
+        None => "pass".into(),
+    };
+    format!(
+        "REFUSED: {peer} came with key {offered}, but the key we know for {peer} is {known}. \
+         Nothing was sent to it: the server, or whoever registered the name, may be posing as \
+         {peer}. If {peer} really has a new key (check with them), {remove} \
+         --accept-new-key {peer:?} to accept it."
+    )
 }

@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use punch::client::{Client, ClientConfig, ClientEvent, PathKind};
+use punch::client::{Client, ClientConfig, PathKind};
 use punch::identity::Identity;
 use punch::server::{ServerConfig, ServerHandle};
 
@@ -54,7 +54,7 @@ async fn steps() -> Result<()> {
         .connect("alice")
         .await
         .context("bob connecting to alice")?;
-    let Some(ClientEvent::Incoming(to_bob)) = alice.next_event().await else {
+    let Some(to_bob) = alice.next_incoming().await else {
         bail!("alice did not see bob connect");
     };
     let took = started.elapsed().as_secs_f64() * 1000.0;

@@ -142,6 +142,12 @@ enum Command {
         /// The server's TCP assist port (default: the server port + 1).
         #[arg(long, value_name = "PORT")]
         tcp_assist_port: Option<u16>,
+        /// Accept a new key for this peer name (repeat for several). The first key seen
+        /// for every name is kept in HOME/known_peers, and a peer that later comes with
+        /// another key is refused: the server or someone who took the name could be posing
+        /// as it. Pass this when the peer really changed its key (check with them first).
+        #[arg(long = "accept-new-key", value_name = "NAME")]
+        accept_new_key: Vec<String>,
     },
     /// Show punch working: a server and two peers on loopback, in one process.
     Demo,
@@ -305,7 +311,14 @@ fn main() -> Result<()> {
                 relay,
                 transport,
                 tcp_assist_port,
+                accept_new_key,
             } => {
+                for n in &accept_new_key {
+                    anyhow::ensure!(
+                        !n.is_empty() && n.len() <= punch::punch_proto::wire::MAX_NAME_LEN,
+                        "--accept-new-key {n:?}: a peer name is 1 to 64 bytes"
+                    );
+                }
                 let server = chat::resolve_server(&server, 3478)?;
                 let mut client = ClientConfig::new(server, name);
                 client.bind = bind;
@@ -319,6 +332,8 @@ fn main() -> Result<()> {
                     Some(h) => h,
                     None => default_home()?,
                 };
+                client.known_peers = Some(home.join(punch::known_peers::KNOWN_PEERS_FILE));
+                client.accept_new_key = accept_new_key;
                 let opts = chat::ChatOptions {
                     client,
                     peers,

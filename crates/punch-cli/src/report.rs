@@ -41,10 +41,13 @@ impl Reporter {
         );
     }
 
-    /// Connected to a peer.
+    /// Connected to a peer (`key`: its key, proven in the handshake, and the one we know
+    /// for its name).
+    #[allow(clippy::too_many_arguments)]
     pub fn connected(
         &self,
         peer: &str,
+        key: &str,
         path: &str,
         candidate: &str,
         remote: SocketAddr,
@@ -55,9 +58,26 @@ impl Reporter {
             .map(|r| format!(", rtt {:.1} ms", ms(r)))
             .unwrap_or_default();
         self.emit(
-            json!({"event":"connected","peer":peer,"path":path,"candidate":candidate,
+            json!({"event":"connected","peer":peer,"key":key,"path":path,"candidate":candidate,
                    "remote":remote.to_string(),"rtt_ms":rtt.map(ms),"transport":transport}),
-            format!("connected to {peer} over {transport}: {path} path ({candidate}, {remote}){rtt_text}"),
+            format!("connected to {peer} over {transport}: {path} path ({candidate}, {remote}){rtt_text}; key {key}"),
+        );
+    }
+
+    /// A peer name met for the first time (or with an accepted new key): its key is now
+    /// the one we know, kept in `file` (if any).
+    pub fn peer_key(&self, peer: &str, key: &str, replaced: Option<&str>, file: Option<&str>) {
+        let kept = file
+            .map(|f| format!("recorded in {f}"))
+            .unwrap_or_else(|| "not recorded".into());
+        let text = match replaced {
+            None => format!("first contact with {peer}: key {key} ({kept})"),
+            Some(old) => format!("{peer}'s new key {key} replaces {old}, as asked ({kept})"),
+        };
+        self.emit(
+            json!({"event":"peer_key","peer":peer,"key":key,"replaced":replaced,
+                   "first_contact":replaced.is_none(),"file":file}),
+            text,
         );
     }
 

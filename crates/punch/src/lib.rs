@@ -14,6 +14,7 @@ pub mod chat;
 pub mod client;
 pub mod conversation;
 pub mod identity;
+pub mod known_peers;
 pub mod nat;
 pub mod paths;
 pub mod server;

@@ -6,7 +6,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use punch::client::{Client, ClientConfig, ClientEvent, RelayMode};
+use punch::client::{Client, ClientConfig, RelayMode};
 use punch::identity::Identity;
 use punch::server::{ServerConfig, ServerHandle};
 use tokio::time::timeout;
@@ -42,10 +42,10 @@ async fn transfer(relay: RelayMode, expect_path: &str) {
 
     let to_alice = bob.connect("alice").await.expect("bob connects to alice");
     assert_eq!(to_alice.path.map(|p| p.kind.as_str()), Some(expect_path));
-    let to_bob = match alice.next_event().await {
-        Some(ClientEvent::Incoming(pc)) => pc,
-        other => panic!("alice expected an incoming connection, got {other:?}"),
-    };
+    let to_bob = alice
+        .next_incoming()
+        .await
+        .expect("alice expected an incoming connection");
 
     let data: Vec<u8> = (0..BYTES).map(byte_at).collect();
     let (mut send, _recv) = to_alice

@@ -5,7 +5,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use punch::client::{Client, ClientConfig, ClientEvent, PathKind, RelayMode};
+use punch::client::{Client, ClientConfig, PathKind, RelayMode};
 use punch::identity::Identity;
 use punch::server::{ServerConfig, ServerHandle};
 use punch::tls;
@@ -58,10 +58,10 @@ async fn two_clients_connect_and_exchange_bytes() {
             matches!(to_alice.quic_connection().expect("QUIC").remote_address().ip(), std::net::IpAddr::V4(ip) if ip.octets()[0] == 240)
         );
 
-        let to_bob = match alice.next_event().await {
-            Some(ClientEvent::Incoming(pc)) => pc,
-            other => panic!("alice expected an incoming connection, got {other:?}"),
-        };
+        let to_bob = alice
+            .next_incoming()
+            .await
+            .expect("alice expected an incoming connection");
         assert_eq!(to_bob.name, "bob");
         assert_eq!(to_bob.key, bob.public_key());
         assert_eq!(

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use punch::chat::{read_message, send_message};
-use punch::client::{Client, ClientConfig, ClientEvent, PathKind, Transport, TransportMode};
+use punch::client::{Client, ClientConfig, PathKind, Transport, TransportMode};
 use punch::identity::Identity;
 use punch::tcp::server::{TcpServerConfig, TcpServerHandle};
 
@@ -30,17 +30,17 @@ async fn tcp_pair_connects_directly_with_pinned_keys() {
     assert_eq!(alice.transport(), Transport::Tcp);
 
     let (to_alice, from_bob) = tokio::time::timeout(Duration::from_secs(10), async {
-        tokio::join!(bob.connect("alice"), alice.next_event())
+        tokio::join!(bob.connect("alice"), alice.next_incoming())
     })
     .await
     .expect("connect within 10 s");
     let to_alice = to_alice.expect("bob connects");
     assert_eq!(to_alice.transport(), Transport::Tcp);
     let mut to_alice = to_alice.into_tcp().expect("over TCP");
-    let mut from_bob = match from_bob {
-        Some(ClientEvent::Incoming(pc)) => pc.into_tcp().expect("over TCP"),
-        other => panic!("alice expected bob, got {other:?}"),
-    };
+    let mut from_bob = from_bob
+        .expect("alice expected bob")
+        .into_tcp()
+        .expect("over TCP");
     assert_eq!(to_alice.path.kind, PathKind::Direct);
     assert_eq!(to_alice.key, ia.public_key());
     assert_eq!(from_bob.key, ib.public_key());

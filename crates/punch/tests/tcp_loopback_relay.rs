@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use punch::chat::{read_message, send_message};
-use punch::client::{Client, ClientConfig, ClientEvent, PathKind, RelayMode, TransportMode};
+use punch::client::{Client, ClientConfig, PathKind, RelayMode, TransportMode};
 use punch::identity::Identity;
 use punch::punch_proto::relay::RelayConfig;
 use punch::tcp::punch::TcpLink;
@@ -46,7 +46,7 @@ async fn relayed_pair(
     let alice = Client::start(config("alice"), ia.clone()).await.unwrap();
     let bob = Client::start(config("bob"), ib.clone()).await.unwrap();
     let (to_alice, from_bob) = tokio::time::timeout(Duration::from_secs(10), async {
-        tokio::join!(bob.connect("alice"), alice.next_event())
+        tokio::join!(bob.connect("alice"), alice.next_incoming())
     })
     .await
     .expect("relay within 10 s");
@@ -54,10 +54,10 @@ async fn relayed_pair(
         .expect("bob connects")
         .into_tcp()
         .expect("over TCP");
-    let from_bob = match from_bob {
-        Some(ClientEvent::Incoming(pc)) => pc.into_tcp().expect("over TCP"),
-        other => panic!("alice expected bob, got {other:?}"),
-    };
+    let from_bob = from_bob
+        .expect("alice expected bob")
+        .into_tcp()
+        .expect("over TCP");
     (server, (alice, bob), to_alice, from_bob, (ia, ib))
 }
 

@@ -324,6 +324,24 @@ pub enum ConnectError {
     /// Too many peers at once.
     #[error("too many peers at once")]
     Busy,
+    /// The server introduced the name with another key than the one we know for it
+    /// ([`super::trust`]): refused, since the server or whoever holds the name now may be
+    /// posing as that peer.
+    #[error(
+        "{name} was introduced with another key than the one we know for it (known {}, \
+         offered {}): refused, since the server or whoever holds the name now may be posing \
+         as {name}",
+        hex(known),
+        hex(offered)
+    )]
+    KeyChanged {
+        /// The peer's name.
+        name: String,
+        /// The key we know for it.
+        known: KeyBytes,
+        /// The key it came with.
+        offered: KeyBytes,
+    },
     /// The client is closed.
     #[error("client closed")]
     Closed,
@@ -356,6 +374,27 @@ pub enum Event {
     ServerBack {
         /// Our public address as it sees it.
         public: SocketAddr,
+    },
+    /// A name met for the first time, or with a new key the user accepted: `key` is now
+    /// the one we know for it (store it, if `recorded`: the table was full otherwise).
+    PeerKeyLearned {
+        /// The peer's name.
+        name: String,
+        /// Its key.
+        key: KeyBytes,
+        /// The key it replaces (an accepted change).
+        replaced: Option<KeyBytes>,
+        /// The key went into the table.
+        recorded: bool,
+    },
+    /// An introduction of `name` with another key than the one we know: refused.
+    PeerKeyRefused {
+        /// The peer's name.
+        name: String,
+        /// The key we know for it.
+        known: KeyBytes,
+        /// The key it came with.
+        offered: KeyBytes,
     },
     /// A peer we were introduced to: give it a stable (virtual) address and accept its
     /// authenticated connections from now on.
@@ -468,4 +507,9 @@ pub enum Verdict {
     Duplicate,
     /// Close it: we were never introduced to that key.
     NotIntroduced,
+}
+
+/// A key as 64 lowercase hexadecimal characters (the text form the `punch` crate uses too).
+pub fn hex(key: &KeyBytes) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
 }

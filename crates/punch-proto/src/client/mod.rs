@@ -37,6 +37,7 @@ mod event;
 mod peer;
 mod registration;
 mod timer;
+pub mod trust;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -116,6 +117,9 @@ pub struct Config {
     /// The driver can also reach peers over TCP: UDP failures become
     /// [`Event::TryTcp`] instead of errors.
     pub tcp_fallback: bool,
+    /// The keys we know for peer names (shared with the driver's other transports):
+    /// an introduction of a known name with another key is refused.
+    pub peer_keys: trust::SharedPeerKeys,
 }
 
 impl Config {
@@ -131,6 +135,7 @@ impl Config {
             punch: PunchConfig::default(),
             relay: RelayMode::default(),
             tcp_fallback: false,
+            peer_keys: Default::default(),
         }
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::event::{ConnectError, ConnectId, Event, Path, PathKind, PathReason, PeerKey, Route};
 use super::timer::Timer;
+use super::trust::{self, KeyCheck};
 use super::{
     RelayMode, Session, Verdict, MAX_PEERS, MUTUAL_WINDOW, PASSIVE_TIMEOUT, REPUNCH_AFTER_LOSS,
     REPUNCH_FIRST, REPUNCH_MAX,
@@ -134,6 +135,54 @@ impl Session {
         self.send_frame(self.cfg.server, &Frame::IntroduceAck { session });
     }
 
+    /// Check the introduced key against the one we know for the name (see [`trust`]):
+    /// false when it is refused (the introduction is then acknowledged, so the server
+    /// stops repeating it, and goes no further).
+    fn key_trusted(&mut self, session: u64, id: Option<ConnectId>, info: &PeerInfo) -> bool {
+        let (name, key) = (info.name.clone(), info.key);
+        let check = trust::lock(&self.cfg.peer_keys).check(&name, &key);
+        match check {
+            KeyCheck::Known => true,
+            KeyCheck::First { recorded } => {
+                self.event(Event::PeerKeyLearned {
+                    name,
+                    key,
+                    replaced: None,
+                    recorded,
+                });
+                true
+            }
+            KeyCheck::Replaced { known } => {
+                self.event(Event::PeerKeyLearned {
+                    name,
+                    key,
+                    replaced: Some(known),
+                    recorded: true,
+                });
+                true
+            }
+            KeyCheck::Changed { known } => {
+                self.ack_introduction(session);
+                if let Some(id) = id {
+                    self.event(Event::ConnectDone {
+                        id,
+                        result: Err(ConnectError::KeyChanged {
+                            name: name.clone(),
+                            known,
+                            offered: key,
+                        }),
+                    });
+                }
+                self.event(Event::PeerKeyRefused {
+                    name,
+                    known,
+                    offered: key,
+                });
+                false
+            }
+        }
+    }
+
     pub(super) fn on_introduce(
         &mut self,
         now: Instant,
@@ -160,6 +209,9 @@ impl Session {
         let key = info.key;
         if key == self.cfg.key {
             return; // introduced to ourselves: nothing to punch
+        }
+        if !self.key_trusted(session, id, &info) {
+            return;
         }
         let new = !self.peers.contains_key(&key);
         if new {

@@ -25,6 +25,7 @@ use super::{
     PeerConnection, TcpIncoming,
 };
 use crate::identity::{Identity, PublicKey};
+use crate::known_peers::KnownPeers;
 use crate::paths::PathTable;
 use crate::socket::{ControlDatagram, DemuxSocket};
 use crate::tcp::client::TcpConnector;
@@ -61,6 +62,8 @@ enum Internal {
 
 pub(super) struct Setup {
     pub cfg: ClientConfig,
+    /// The keys we know for peer names, and their file.
+    pub known: Arc<KnownPeers>,
     pub identity: Arc<Identity>,
     pub socket: DemuxSocket,
     pub local: SocketAddr,
@@ -87,6 +90,7 @@ struct Slot {
 
 pub(super) struct Driver {
     cfg: ClientConfig,
+    known: Arc<KnownPeers>,
     identity: Arc<Identity>,
     socket: DemuxSocket,
     paths: Arc<PathTable>,
@@ -131,6 +135,7 @@ impl Driver {
             punch: s.cfg.punch.clone(),
             relay: s.cfg.relay,
             tcp_fallback: s.tcp.is_some(),
+            peer_keys: s.known.shared(),
         };
         let now = Instant::now().into_std();
         let session = Session::new(session_cfg, now, rand::rng().random())?;
@@ -140,6 +145,7 @@ impl Driver {
             local_port: s.local.port(),
             local_ip,
             cfg: s.cfg,
+            known: s.known,
             identity: s.identity,
             socket: s.socket,
             endpoint: s.endpoint,
@@ -614,6 +620,41 @@ impl Driver {
                             result,
                         })
                         .await;
+                });
+            }
+            Event::PeerKeyLearned {
+                name,
+                key,
+                replaced,
+                recorded,
+            } => {
+                if recorded {
+                    self.known.store(&name, &key);
+                }
+                info!(peer = %name, key = %PublicKey::from_bytes(key), "peer key recorded");
+                self.app_event(ClientEvent::PeerKey {
+                    peer: name,
+                    key: PublicKey::from_bytes(key),
+                    replaced: replaced.map(PublicKey::from_bytes),
+                    file: self.known.file().filter(|_| recorded).map(Into::into),
+                });
+            }
+            Event::PeerKeyRefused {
+                name,
+                known,
+                offered,
+            } => {
+                warn!(peer = %name, "introduced with another key than the known one: refused");
+                let file = self
+                    .known
+                    .file()
+                    .zip(self.known.line_of(&name))
+                    .map(|(f, l)| (f.to_path_buf(), l));
+                self.app_event(ClientEvent::PeerKeyRefused {
+                    peer: name,
+                    known: PublicKey::from_bytes(known),
+                    offered: PublicKey::from_bytes(offered),
+                    file,
                 });
             }
             other => debug!(?other, "unhandled session event"),

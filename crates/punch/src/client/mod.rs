@@ -43,6 +43,7 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::identity::{Identity, PublicKey};
+use crate::known_peers::{KnownPeers, KnownPeersError};
 use crate::socket::DemuxSocket;
 use crate::tcp::client::{TcpState, TcpTransport};
 use crate::tcp::punch::TcpLink;
@@ -101,6 +102,12 @@ pub struct ClientConfig {
     pub transport: TransportMode,
     /// The server's TCP assist port (default: the server's port + 1).
     pub tcp_assist_port: Option<u16>,
+    /// The file that keeps the key first seen for each peer name
+    /// ([`crate::known_peers`]); `None`: keys are remembered for this run only.
+    pub known_peers: Option<std::path::PathBuf>,
+    /// Names whose next introduction may come with a new key (the user knows the peer
+    /// changed its key): it replaces the known one instead of being refused.
+    pub accept_new_key: Vec<String>,
 }
 
 impl ClientConfig {
@@ -117,11 +124,13 @@ impl ClientConfig {
             relay: RelayMode::default(),
             transport: TransportMode::default(),
             tcp_assist_port: None,
+            known_peers: None,
+            accept_new_key: Vec::new(),
         }
     }
 
     /// The TCP transport's settings.
-    pub(crate) fn tcp(&self) -> crate::tcp::client::TcpConfig {
+    pub(crate) fn tcp(&self, known: Arc<KnownPeers>) -> crate::tcp::client::TcpConfig {
         let assist = self
             .tcp_assist_port
             .unwrap_or(self.server.port().wrapping_add(1));
@@ -134,6 +143,7 @@ impl ClientConfig {
             server_keepalive: self.server_keepalive,
             server_timeout: self.server_timeout,
             open_ttl: None,
+            known,
         }
     }
 }
@@ -165,6 +175,9 @@ pub enum ClientError {
     /// TLS or QUIC setup failed.
     #[error("TLS/QUIC setup failed: {0}")]
     Tls(String),
+    /// The known peers file cannot be used.
+    #[error(transparent)]
+    KnownPeers(#[from] KnownPeersError),
 }
 
 /// Something the application should hear about.
@@ -236,6 +249,31 @@ pub enum ClientEvent {
         /// The server's words.
         reason: String,
     },
+    /// A peer name met for the first time (or with a new key the user accepted): its key
+    /// is now the one we know for it.
+    PeerKey {
+        /// The peer's name.
+        peer: String,
+        /// Its key.
+        key: PublicKey,
+        /// The key it replaces (an accepted change).
+        replaced: Option<PublicKey>,
+        /// Where it is kept (`None`: for this run only).
+        file: Option<std::path::PathBuf>,
+    },
+    /// A peer name was introduced with another key than the one we know for it: refused
+    /// (nothing was sent to that key). If the peer really changed its key, remove `line`
+    /// of `file`, or accept the change ([`ClientConfig::accept_new_key`]).
+    PeerKeyRefused {
+        /// The peer's name.
+        peer: String,
+        /// The key we know for it.
+        known: PublicKey,
+        /// The key it came with.
+        offered: PublicKey,
+        /// The file that keeps the known key, and its line there.
+        file: Option<(std::path::PathBuf, usize)>,
+    },
 }
 
 pub(crate) enum Command {
@@ -304,11 +342,18 @@ impl Client {
     /// configuration allows), or it refuses the name.
     pub async fn start(cfg: ClientConfig, identity: Identity) -> Result<Client, ClientError> {
         let key = identity.public_key();
+        let known = Arc::new(match &cfg.known_peers {
+            Some(path) => KnownPeers::load(path)?,
+            None => KnownPeers::in_memory(),
+        });
+        for name in &cfg.accept_new_key {
+            known.accept_change(name);
+        }
         let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
         let (tcp, incoming) = match cfg.transport {
             TransportMode::Udp => (None, None),
             _ => {
-                let (t, incoming) = TcpTransport::start(cfg.tcp(), identity.clone());
+                let (t, incoming) = TcpTransport::start(cfg.tcp(known.clone()), identity.clone());
                 (Some(t), Some(incoming))
             }
         };
@@ -325,7 +370,7 @@ impl Client {
         };
         if cfg.transport != TransportMode::Tcp {
             match client
-                .start_udp(&cfg, identity, incoming.clone(), ev_tx.clone())
+                .start_udp(&cfg, identity, known, incoming.clone(), ev_tx.clone())
                 .await
             {
                 Ok(()) => return Ok(client),
@@ -376,6 +421,7 @@ impl Client {
         &mut self,
         cfg: &ClientConfig,
         identity: Identity,
+        known: Arc<KnownPeers>,
         incoming: Option<TcpIncoming>,
         events: mpsc::Sender<ClientEvent>,
     ) -> Result<(), ClientError> {
@@ -409,6 +455,7 @@ impl Client {
         let (ready_tx, ready_rx) = oneshot::channel();
         let driver = driver::Driver::new(driver::Setup {
             cfg: cfg.clone(),
+            known,
             identity: Arc::new(identity),
             socket,
             local,
@@ -499,6 +546,16 @@ impl Client {
     /// closed.
     pub async fn next_event(&self) -> Option<ClientEvent> {
         self.events.lock().await.recv().await
+    }
+
+    /// The next peer that connects to us, dropping the other events until then (for
+    /// programs that only wait for a peer); `None` once closed.
+    pub async fn next_incoming(&self) -> Option<PeerConnection> {
+        loop {
+            if let ClientEvent::Incoming(pc) = self.next_event().await? {
+                return Some(pc);
+            }
+        }
     }
 
     /// Close every connection and wait briefly for the peers to hear it.

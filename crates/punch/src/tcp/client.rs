@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use punch_proto::client::trust::KeyCheck;
 use punch_proto::client::ConnectError;
 use punch_proto::tcp::framing::FrameReader;
 use punch_proto::wire::{ErrorCode, Frame, PeerInfo, MAX_NAME_LEN};
@@ -27,6 +28,7 @@ use tracing::{debug, info, warn};
 use super::punch::{initiate, read_one_frame, respond, write_frame, TcpLink};
 use crate::client::AbortOnDrop;
 use crate::identity::{Identity, PublicKey};
+use crate::known_peers::KnownPeers;
 
 /// First pause before connecting again after the control connection was lost; doubles
 /// up to [`RECONNECT_MAX`].
@@ -62,6 +64,8 @@ pub struct TcpConfig {
     /// default opening SYN is the first SYN of a connect that stays in SYN-SENT (default
     /// TTL), so the peer's SYN meets the same socket: a simultaneous open.
     pub open_ttl: Option<u32>,
+    /// The keys we know for peer names (shared with the UDP session).
+    pub known: Arc<KnownPeers>,
 }
 
 /// Where the control connection stands.
@@ -105,6 +109,8 @@ pub(super) enum Ctl {
 #[derive(Debug)]
 pub(super) enum SessionMsg {
     Introduce(PeerInfo),
+    /// The introduction named a key we refuse for that name.
+    Refused(ConnectError),
     Relay,
     Error(String),
 }
@@ -406,6 +412,10 @@ async fn serve(
                             if sessions.len() >= MAX_SESSIONS || sessions.contains_key(&session) {
                                 continue;
                             }
+                            if let Err(e) = key_trusted(ctx, &peer) {
+                                warn!(error = %e, "TCP introduction refused");
+                                continue;
+                            }
                             // Both asked for each other at once: one connection serves both
                             // requests, the one the smaller key asked for.
                             let ours = replies
@@ -451,7 +461,11 @@ async fn serve(
                         }
                         Frame::TcpIntroduce { session, initiator: true, peer } => {
                             if let Some(s) = sessions.get(&session) {
-                                let _ = s.try_send(SessionMsg::Introduce(peer));
+                                let msg = match key_trusted(ctx, &peer) {
+                                    Ok(()) => SessionMsg::Introduce(peer),
+                                    Err(e) => SessionMsg::Refused(e),
+                                };
+                                let _ = s.try_send(msg);
                             }
                         }
                         Frame::TcpRelay { session } => {
@@ -541,4 +555,17 @@ async fn serve(
     }
     info!("TCP control connection to the server closed");
     true
+}
+
+/// Check an introduced peer's key against the one we know for its name
+/// ([`crate::known_peers`]); a new name's key is stored.
+fn key_trusted(ctx: &Ctx, peer: &PeerInfo) -> Result<(), ConnectError> {
+    match ctx.cfg.known.check(&peer.name, &peer.key) {
+        KeyCheck::Changed { known } => Err(ConnectError::KeyChanged {
+            name: peer.name.clone(),
+            known,
+            offered: peer.key,
+        }),
+        KeyCheck::Known | KeyCheck::First { .. } | KeyCheck::Replaced { .. } => Ok(()),
+    }
 }

@@ -340,6 +340,7 @@ pub(super) async fn initiate(
             .map_err(|_| no_path(format!("{target} did not answer the introduction")))?;
         match msg {
             Some(SessionMsg::Introduce(peer)) => break peer,
+            Some(SessionMsg::Refused(e)) => return Err(e),
             Some(SessionMsg::Error(e)) => return Err(no_path(e)),
             Some(SessionMsg::Relay) => {}
             None => return Err(ConnectError::Closed),
