@@ -238,6 +238,7 @@ pub fn run(data: &[u8]) {
         max_connections: 1 + usize::from((limits >> 2) % 8),
         max_sessions: 1 + usize::from((limits >> 5) % 4),
         relay: flags & 1 == 0,
+        ..TcpRegistryConfig::default()
     };
     let mut h = Harness {
         registry: TcpRegistry::new(cfg.clone(), 7),

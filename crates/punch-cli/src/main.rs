@@ -4,6 +4,7 @@ mod chat;
 mod demo;
 mod natcache;
 mod report;
+mod serve;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,9 +13,6 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use punch::client::ClientConfig;
-use punch::punch_proto::relay::RelayConfig;
-use punch::punch_proto::rendezvous::RendezvousConfig;
-use punch::server::ServerConfig;
 use tracing_subscriber::EnvFilter;
 
 /// Connect programs behind NATs directly, peer to peer.
@@ -44,42 +42,18 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a rendezvous server (STUN binding, peer registry, introductions).
+    /// Run a rendezvous server (STUN binding, peer registry, introductions, relay).
     ///
     /// Check it from anywhere with: echo '<Hi!>' | nc -u -w1 HOST 3478   (answers <HI!>)
+    ///
+    /// A name belongs to the key that first registered it; the server keeps that in
+    /// DATA_DIR/names.redb. `punch server release NAME` frees one (server stopped).
+    #[command(args_conflicts_with_subcommands = true)]
     Server {
-        /// UDP address to listen on.
-        #[arg(long, default_value = "0.0.0.0:3478")]
-        listen: SocketAddr,
-        /// A second IP address of this host: enables full NAT behaviour discovery
-        /// (RFC 5780: the server answers from the other address and port on request).
-        /// --listen must then name a specific address.
-        #[arg(long, value_name = "IP")]
-        alt_addr: Option<std::net::IpAddr>,
-        /// The alternate port (default: the listen port + 1).
-        #[arg(long, value_name = "PORT", requires = "alt_addr")]
-        alt_port: Option<u16>,
-        /// Do not relay traffic between peers (they must punch a direct path).
-        #[arg(long)]
-        no_relay: bool,
-        /// Relay rate limit per session, in Mbit/s (over it, UDP datagrams are dropped and
-        /// a TCP relay reads more slowly). The relay limits apply to UDP and TCP alike.
-        #[arg(long, default_value_t = 100.0, value_name = "MBIT")]
-        relay_rate: f64,
-        /// Relay volume limit per session, in MiB (reaching it ends the session).
-        #[arg(long, default_value_t = 10240, value_name = "MIB")]
-        relay_max_mib: u64,
-        /// Seconds after which an idle relay session is forgotten (a TCP one is closed, and
-        /// both peers are told why).
-        #[arg(long, default_value_t = 60.0, value_name = "SECS")]
-        relay_idle_timeout: f64,
-        /// TCP assist port (TCP hole punching; the TCP main port is the --listen port).
-        /// Default: the listen port + 1 (3479), or any free port when listening on port 0.
-        #[arg(long, value_name = "PORT")]
-        tcp_assist_port: Option<u16>,
-        /// Do not serve TCP (no TCP punching, no TCP relay).
-        #[arg(long)]
-        no_tcp: bool,
+        #[command(flatten)]
+        args: serve::ServerArgs,
+        #[command(subcommand)]
+        action: Option<serve::ServerAction>,
     },
     /// Find out what your NAT does: mapping, filtering, hairpinning, classic type.
     ///
@@ -202,94 +176,7 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
         match cli.command {
-            Command::Server {
-                listen,
-                alt_addr,
-                alt_port,
-                no_relay,
-                relay_rate,
-                relay_max_mib,
-                relay_idle_timeout,
-                tcp_assist_port,
-                no_tcp,
-            } => {
-                anyhow::ensure!(
-                    relay_rate.is_finite() && relay_rate > 0.0,
-                    "--relay-rate must be a positive number of Mbit/s, got {relay_rate}"
-                );
-                let relay = RelayConfig {
-                    enabled: !no_relay,
-                    rate: (relay_rate * 125_000.0) as u64,
-                    max_bytes: relay_max_mib.saturating_mul(1024 * 1024),
-                    idle_timeout: secs("relay-idle-timeout", relay_idle_timeout)?,
-                };
-                let cfg = ServerConfig {
-                    alt_ip: alt_addr,
-                    alt_port,
-                    rendezvous: RendezvousConfig {
-                        relay: relay.clone(),
-                        ..RendezvousConfig::default()
-                    },
-                };
-                let sockets = punch::server::ServerSockets::bind(listen, &cfg)
-                    .await
-                    .with_context(|| format!("cannot listen on {listen}"))?;
-                let addrs: Vec<String> =
-                    sockets.all_addrs().iter().map(|a| a.to_string()).collect();
-                eprintln!("punch server listening on {} (UDP)", addrs.join(", "));
-                if no_relay {
-                    eprintln!(
-                        "relaying is off: peers that cannot punch a direct path get an error"
-                    );
-                }
-                if alt_addr.is_none() {
-                    eprintln!(
-                        "note: full NAT behaviour discovery needs a second address (--alt-addr IP)"
-                    );
-                }
-                // TCP main (same address and port number as UDP) + assist listeners; their
-                // tasks stop when `_tcp` is dropped. A TCP bind failure leaves UDP serving.
-                let _tcp = if no_tcp {
-                    None
-                } else {
-                    // The UDP port actually bound (also when --listen asked for port 0).
-                    let tcp_main = SocketAddr::new(listen.ip(), sockets.local_addr().port());
-                    let assist_port = tcp_assist_port.unwrap_or(match listen.port() {
-                        0 => 0,
-                        p => p.wrapping_add(1),
-                    });
-                    let assist = SocketAddr::new(listen.ip(), assist_port);
-                    let tcp_cfg = punch::tcp::server::TcpServerConfig {
-                        registry: punch::punch_proto::tcp::registry::TcpRegistryConfig {
-                            relay: !no_relay,
-                            ..Default::default()
-                        },
-                        // The same limits as the UDP relay, per relayed TCP session.
-                        relay_limits: relay,
-                    };
-                    match punch::tcp::server::TcpServerHandle::spawn(tcp_main, assist, tcp_cfg)
-                        .await
-                    {
-                        Ok(h) => {
-                            eprintln!(
-                                "punch server listening on {} (TCP main), {} (TCP assist)",
-                                h.main_addr(),
-                                h.assist_addr()
-                            );
-                            Some(h)
-                        }
-                        Err(e) => {
-                            eprintln!("warning: TCP not served: {e}");
-                            None
-                        }
-                    }
-                };
-                let shutdown = async {
-                    let _ = tokio::signal::ctrl_c().await;
-                };
-                punch::server::run(sockets, cfg, shutdown).await?;
-                Ok(())
-            }
+            Command::Server { args, action } => serve::run(args, action).await,
             Command::NatType { server, json, bind } => {
                 let server = chat::resolve_server(&server, 3478)?;
                 let report = punch::nat::discover(server, bind)

@@ -73,12 +73,16 @@ pub struct Proc {
     /// Every stdout line read so far, in order.
     pub seen: Vec<Value>,
     stdout_closed: bool,
+    /// Its own data directory (a server's name database), removed after it ends.
+    _data: TempDir,
 }
 
 impl Proc {
     pub fn spawn(name: &str, args: &[&str]) -> Proc {
+        let data = TempDir::new("data");
         let mut child = Command::new(punch_bin())
             .args(args)
+            .env("PUNCH_DATA_DIR", data.path())
             .env("RUST_LOG", "warn,punch=debug,punch_proto=debug")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -120,6 +124,7 @@ impl Proc {
             stderr: log,
             seen: Vec::new(),
             stdout_closed: false,
+            _data: data,
         }
     }
 
@@ -257,6 +262,14 @@ impl Proc {
     }
 
     /// True if the process has not exited yet.
+    /// Ask it to stop as a service manager would (SIGTERM) and wait for it to exit.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.wait_exit(timeout)
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
@@ -284,10 +297,17 @@ pub struct Server {
 
 impl Server {
     pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// A server with `extra` options (e.g. `--data-dir DIR`).
+    pub fn start_with(extra: &[&str]) -> Server {
         for _ in 0..5 {
             let addr = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
             let listen = addr.to_string();
-            let proc = Proc::spawn("server", &["server", "--listen", &listen]);
+            let mut args = vec!["server", "--listen", &listen];
+            args.extend_from_slice(extra);
+            let proc = Proc::spawn("server", &args);
             // The server prints its address on stderr once the socket is bound; if the port
             // was taken meanwhile it exits with an error instead, and we try another.
             let end = Instant::now() + EVENT_TIMEOUT;

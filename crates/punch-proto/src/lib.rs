@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod client;
 pub mod nat;
+pub mod owners;
 pub mod relay;
 pub mod rendezvous;
 pub mod stun;

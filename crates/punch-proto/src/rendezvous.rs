@@ -18,6 +18,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::nat::Classic;
+use crate::owners::{self, Owners, OwnersConfig, SharedOwners};
 use crate::relay::{Admit, RelayConfig, RelayUsage};
 use crate::wire::{self, ErrorCode, Frame, KeyBytes, PeerInfo, Side, MAX_NAME_LEN};
 
@@ -47,6 +48,8 @@ pub struct RendezvousConfig {
     pub max_peers: usize,
     /// Relay limits (and whether to relay at all).
     pub relay: RelayConfig,
+    /// Which key owns each name (shared with the TCP registry; stored by the IO layer).
+    pub owners: SharedOwners,
 }
 
 impl Default for RendezvousConfig {
@@ -55,6 +58,7 @@ impl Default for RendezvousConfig {
             registration_ttl: DEFAULT_REGISTRATION_TTL,
             max_peers: DEFAULT_MAX_PEERS,
             relay: RelayConfig::default(),
+            owners: Owners::shared(OwnersConfig::default()),
         }
     }
 }
@@ -320,6 +324,10 @@ impl Rendezvous {
         key: KeyBytes,
         private: Vec<SocketAddr>,
     ) {
+        let admitted = owners::lock(&self.cfg.owners).admit(&name, &key);
+        if let Err((code, detail)) = admitted {
+            return self.error(from, txn, code, &detail);
+        }
         if let Some(existing) = self.live(&name, now) {
             if existing.key != key {
                 let detail = format!("the name {name:?} is registered by another key");

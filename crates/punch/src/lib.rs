@@ -15,6 +15,7 @@ pub mod client;
 pub mod conversation;
 pub mod identity;
 pub mod known_peers;
+pub mod names;
 pub mod nat;
 pub mod paths;
 pub mod server;

@@ -127,7 +127,15 @@ impl Drop for Lab {
         let _ = Command::new(lab_script())
             .args(["down", &self.prefix])
             .output();
+        let _ = std::fs::remove_dir_all(data_dir(&self.ns("srv")));
     }
+}
+
+/// The data directory (`punch server --data-dir`, through PUNCH_DATA_DIR) of servers run
+/// in namespace `ns` by this test process: the same across a server restart, distinct for
+/// every lab; removed with the lab.
+pub fn data_dir(ns: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("punch-lab-data-{ns}-{}", std::process::id()))
 }
 
 /// A `punch` process in a namespace; killed on drop.
@@ -161,6 +169,7 @@ impl Proc {
             .arg(bin)
             .args(args)
             .env("RUST_LOG", "punch=debug,punch_proto=debug,warn")
+            .env("PUNCH_DATA_DIR", data_dir(ns))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

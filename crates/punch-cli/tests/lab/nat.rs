@@ -173,6 +173,7 @@ impl Daemon {
         let mut child = Command::new("ip")
             .args(["netns", "exec", ns, prog])
             .args(args)
+            .env("PUNCH_DATA_DIR", super::data_dir(ns))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

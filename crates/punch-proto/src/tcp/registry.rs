@@ -21,6 +21,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::framing::encode_framed;
+use crate::owners::{self, Owners, OwnersConfig, SharedOwners};
 use crate::wire::{ErrorCode, Frame, KeyBytes, PeerInfo, MAX_REASON_LEN};
 
 /// Registration lifetime without a keepalive (clients refresh every 25 s).
@@ -87,6 +88,8 @@ pub struct TcpRegistryConfig {
     pub max_sessions: usize,
     /// Whether relay connections are paired (the fallback when punching fails).
     pub relay: bool,
+    /// Which key owns each name (shared with the UDP registry; stored by the IO layer).
+    pub owners: SharedOwners,
 }
 
 impl Default for TcpRegistryConfig {
@@ -98,6 +101,7 @@ impl Default for TcpRegistryConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_sessions: DEFAULT_MAX_SESSIONS,
             relay: true,
+            owners: Owners::shared(OwnersConfig::default()),
         }
     }
 }
@@ -372,6 +376,10 @@ impl TcpRegistry {
                 // One name per control connection.
                 return self.reject(conn);
             }
+        }
+        let admitted = owners::lock(&self.cfg.owners).admit(&name, &key);
+        if let Err((code, detail)) = admitted {
+            return self.error(conn, txn, code, &detail);
         }
         if let Some(p) = self.peers.get(&name) {
             if p.key != key && p.expires > now {

@@ -316,6 +316,7 @@ impl std::fmt::Debug for Client {
 }
 
 /// Aborts a task when dropped: how every task the client starts is owned.
+#[derive(Debug)]
 pub(crate) struct AbortOnDrop(pub(crate) JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

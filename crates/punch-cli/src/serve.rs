@@ -1,0 +1,252 @@
+//! `punch server`: the rendezvous server's options, start-up and shutdown, and the
+//! operator's `punch server release NAME`.
+//!
+//! Owns turning options into the library's server configuration, opening the name
+//! database (`--data-dir`) shared by the UDP and TCP registries, and writing it one last
+//! time on SIGINT or SIGTERM. The server itself is `punch::server` and `punch::tcp::server`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use punch::names::{self, NameStore};
+use punch::punch_proto::owners::OwnersConfig;
+use punch::punch_proto::relay::RelayConfig;
+use punch::punch_proto::rendezvous::RendezvousConfig;
+use punch::server::ServerConfig;
+
+use crate::secs;
+
+/// Options of `punch server`.
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// UDP address to listen on.
+    #[arg(long, default_value = "0.0.0.0:3478")]
+    pub listen: SocketAddr,
+    /// A second IP address of this host: enables full NAT behaviour discovery
+    /// (RFC 5780: the server answers from the other address and port on request).
+    /// --listen must then name a specific address.
+    #[arg(long, value_name = "IP")]
+    pub alt_addr: Option<std::net::IpAddr>,
+    /// The alternate port (default: the listen port + 1).
+    #[arg(long, value_name = "PORT", requires = "alt_addr")]
+    pub alt_port: Option<u16>,
+    /// Do not relay traffic between peers (they must punch a direct path).
+    #[arg(long)]
+    pub no_relay: bool,
+    /// Relay rate limit per session, in Mbit/s (over it, UDP datagrams are dropped and
+    /// a TCP relay reads more slowly). The relay limits apply to UDP and TCP alike.
+    #[arg(long, default_value_t = 100.0, value_name = "MBIT")]
+    pub relay_rate: f64,
+    /// Relay volume limit per session, in MiB (reaching it ends the session).
+    #[arg(long, default_value_t = 10240, value_name = "MIB")]
+    pub relay_max_mib: u64,
+    /// Seconds after which an idle relay session is forgotten (a TCP one is closed, and
+    /// both peers are told why).
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    pub relay_idle_timeout: f64,
+    /// TCP assist port (TCP hole punching; the TCP main port is the --listen port).
+    /// Default: the listen port + 1 (3479), or any free port when listening on port 0.
+    #[arg(long, value_name = "PORT")]
+    pub tcp_assist_port: Option<u16>,
+    /// Do not serve TCP (no TCP punching, no TCP relay).
+    #[arg(long)]
+    pub no_tcp: bool,
+    /// Directory of the server's state: the name database (names.redb). Default:
+    /// $STATE_DIRECTORY (systemd's StateDirectory=), else the user's data directory
+    /// (~/.local/share/punch). One server per directory: the database is locked.
+    #[arg(long, env = "PUNCH_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Days a name stays owned by its key without a registration; then another key may
+    /// take it.
+    #[arg(long, default_value_t = punch::punch_proto::owners::DEFAULT_EXPIRY_DAYS, value_name = "DAYS")]
+    pub name_expiry_days: u32,
+    /// Most names the server keeps owners for (about 100 bytes of memory each); when full,
+    /// a new name is refused as busy until one expires.
+    #[arg(long, default_value_t = punch::punch_proto::owners::DEFAULT_MAX_NAMES, value_name = "N")]
+    pub max_names: usize,
+}
+
+/// What `punch server` can do besides serving.
+#[derive(Subcommand, Debug)]
+pub enum ServerAction {
+    /// Free a name: the key that owns it loses it, and the next key to register it owns it.
+    /// The server must be stopped (it holds the database).
+    Release {
+        /// The name to free.
+        name: String,
+        /// The server's data directory (as for `punch server`).
+        #[arg(long, env = "PUNCH_DATA_DIR", value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+/// The data directory: the option, $STATE_DIRECTORY, or the user's data directory.
+fn data_dir(given: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(d) = given {
+        return Ok(d);
+    }
+    if let Some(first) = std::env::var_os("STATE_DIRECTORY")
+        .as_deref()
+        .and_then(|v| v.to_str())
+        .and_then(|v| v.split(':').next().map(PathBuf::from))
+    {
+        return Ok(first);
+    }
+    dirs::data_dir()
+        .map(|d| d.join("punch"))
+        .context("no data directory known for this user; pass --data-dir DIR")
+}
+
+/// `punch server [release NAME]`.
+pub async fn run(args: ServerArgs, action: Option<ServerAction>) -> Result<()> {
+    match action {
+        Some(ServerAction::Release {
+            name,
+            data_dir: dir,
+        }) => release(&name, dir),
+        None => serve(args).await,
+    }
+}
+
+fn release(name: &str, dir: Option<PathBuf>) -> Result<()> {
+    let dir = data_dir(dir)?;
+    let store = NameStore::open(&dir)?;
+    match store.release(name)? {
+        Some(o) => println!(
+            "released {name:?} (was owned by key {}, last registered {} days ago)",
+            punch::identity::PublicKey::from_bytes(o.key),
+            names::today().saturating_sub(o.last_seen)
+        ),
+        None => println!("{name:?} is not owned by any key in {}", dir.display()),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn serve(args: ServerArgs) -> Result<()> {
+    let ServerArgs {
+        listen,
+        alt_addr,
+        alt_port,
+        no_relay,
+        relay_rate,
+        relay_max_mib,
+        relay_idle_timeout,
+        tcp_assist_port,
+        no_tcp,
+        data_dir: dir,
+        name_expiry_days,
+        max_names,
+    } = args;
+    anyhow::ensure!(
+        name_expiry_days >= 1,
+        "--name-expiry-days must be at least 1, got {name_expiry_days}"
+    );
+    anyhow::ensure!(max_names >= 1, "--max-names must be at least 1");
+    let dir = data_dir(dir)?;
+    let keeper = names::keep(
+        NameStore::open(&dir)?,
+        OwnersConfig {
+            max_names,
+            expiry_days: name_expiry_days,
+        },
+    )?;
+    eprintln!(
+        "name database: {} (names unused for {name_expiry_days} days are freed)",
+        dir.join(names::DB_FILE).display()
+    );
+    anyhow::ensure!(
+        relay_rate.is_finite() && relay_rate > 0.0,
+        "--relay-rate must be a positive number of Mbit/s, got {relay_rate}"
+    );
+    let relay = RelayConfig {
+        enabled: !no_relay,
+        rate: (relay_rate * 125_000.0) as u64,
+        max_bytes: relay_max_mib.saturating_mul(1024 * 1024),
+        idle_timeout: secs("relay-idle-timeout", relay_idle_timeout)?,
+    };
+    let cfg = ServerConfig {
+        alt_ip: alt_addr,
+        alt_port,
+        rendezvous: RendezvousConfig {
+            relay: relay.clone(),
+            owners: keeper.owners(),
+            ..RendezvousConfig::default()
+        },
+    };
+    let sockets = punch::server::ServerSockets::bind(listen, &cfg)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addrs: Vec<String> = sockets.all_addrs().iter().map(|a| a.to_string()).collect();
+    eprintln!("punch server listening on {} (UDP)", addrs.join(", "));
+    if no_relay {
+        eprintln!("relaying is off: peers that cannot punch a direct path get an error");
+    }
+    if alt_addr.is_none() {
+        eprintln!("note: full NAT behaviour discovery needs a second address (--alt-addr IP)");
+    }
+    // TCP main (same address and port number as UDP) + assist listeners; their
+    // tasks stop when `_tcp` is dropped. A TCP bind failure leaves UDP serving.
+    let _tcp = if no_tcp {
+        None
+    } else {
+        // The UDP port actually bound (also when --listen asked for port 0).
+        let tcp_main = SocketAddr::new(listen.ip(), sockets.local_addr().port());
+        let assist_port = tcp_assist_port.unwrap_or(match listen.port() {
+            0 => 0,
+            p => p.wrapping_add(1),
+        });
+        let assist = SocketAddr::new(listen.ip(), assist_port);
+        let tcp_cfg = punch::tcp::server::TcpServerConfig {
+            registry: punch::punch_proto::tcp::registry::TcpRegistryConfig {
+                relay: !no_relay,
+                owners: keeper.owners(),
+                ..Default::default()
+            },
+            // The same limits as the UDP relay, per relayed TCP session.
+            relay_limits: relay,
+        };
+        match punch::tcp::server::TcpServerHandle::spawn(tcp_main, assist, tcp_cfg).await {
+            Ok(h) => {
+                eprintln!(
+                    "punch server listening on {} (TCP main), {} (TCP assist)",
+                    h.main_addr(),
+                    h.assist_addr()
+                );
+                Some(h)
+            }
+            Err(e) => {
+                eprintln!("warning: TCP not served: {e}");
+                None
+            }
+        }
+    };
+    punch::server::run(sockets, cfg, shutdown_signal()).await?;
+    keeper
+        .flush()
+        .context("writing the name database at shutdown")?;
+    Ok(())
+}
