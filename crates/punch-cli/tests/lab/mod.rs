@@ -250,6 +250,16 @@ impl Proc {
     }
 
     /// Close stdin and wait (bounded) for a clean exit; true if it exited by itself.
+    /// Its process id (`ip netns exec` execs the program: the same process).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Still running (not exited, not killed).
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     pub fn finish(&mut self, timeout: Duration) -> bool {
         self.stdin = None;
         let end = Instant::now() + timeout;
