@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use punch::names::{self, NameStore};
 use punch::punch_proto::owners::OwnersConfig;
+use punch::punch_proto::ratelimit::{self, RateLimit};
 use punch::punch_proto::relay::RelayConfig;
 use punch::punch_proto::rendezvous::RendezvousConfig;
 use punch::server::ServerConfig;
@@ -66,6 +67,27 @@ pub struct ServerArgs {
     /// a new name is refused as busy until one expires.
     #[arg(long, default_value_t = punch::punch_proto::owners::DEFAULT_MAX_NAMES, value_name = "N")]
     pub max_names: usize,
+    /// Registrations per second allowed from one IP address (bursts of twice that); more
+    /// are dropped unanswered. 0: no limit.
+    #[arg(long, default_value_t = ratelimit::DEFAULT_REGISTER.per_second, value_name = "PER_SEC")]
+    pub register_rate: f64,
+    /// Introduction requests per second allowed from one IP address (bursts of twice
+    /// that). 0: no limit.
+    #[arg(long, default_value_t = ratelimit::DEFAULT_CONNECT.per_second, value_name = "PER_SEC")]
+    pub connect_rate: f64,
+    /// STUN requests and <Hi!> checks per second allowed from one IP address (bursts of
+    /// twice that). 0: no limit.
+    #[arg(long, default_value_t = ratelimit::DEFAULT_STUN.per_second, value_name = "PER_SEC")]
+    pub stun_rate: f64,
+}
+
+/// A per-source limit of `per_second`, bursts of twice that (0: none).
+fn limit(option: &str, per_second: f64) -> Result<RateLimit> {
+    anyhow::ensure!(
+        per_second.is_finite() && (0.0..=1e9).contains(&per_second),
+        "--{option} must be a number of requests per second, 0 for no limit; got {per_second}"
+    );
+    Ok(RateLimit::new(per_second, (2.0 * per_second).max(1.0)))
 }
 
 /// What `punch server` can do besides serving.
@@ -160,7 +182,13 @@ async fn serve(args: ServerArgs) -> Result<()> {
         data_dir: dir,
         name_expiry_days,
         max_names,
+        register_rate,
+        connect_rate,
+        stun_rate,
     } = args;
+    let register_limit = limit("register-rate", register_rate)?;
+    let connect_limit = limit("connect-rate", connect_rate)?;
+    let stun_limit = limit("stun-rate", stun_rate)?;
     anyhow::ensure!(
         name_expiry_days >= 1,
         "--name-expiry-days must be at least 1, got {name_expiry_days}"
@@ -194,8 +222,11 @@ async fn serve(args: ServerArgs) -> Result<()> {
         rendezvous: RendezvousConfig {
             relay: relay.clone(),
             owners: keeper.owners(),
+            register_limit,
+            connect_limit,
             ..RendezvousConfig::default()
         },
+        stun_limit,
     };
     let sockets = punch::server::ServerSockets::bind(listen, &cfg)
         .await

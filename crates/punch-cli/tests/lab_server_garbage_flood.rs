@@ -8,34 +8,17 @@
 //! still run afterwards; its peak RSS is printed and must stay under a bound.
 mod lab;
 
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use lab::relay::{assert_complete, record, Pair, STREAM_GAP};
-use lab::{repo_root, require_lab, Lab};
+use lab::abuse::{record, status_kib, Script};
+use lab::relay::{assert_complete, Pair, STREAM_GAP};
+use lab::{require_lab, Lab};
 
 const FLOOD_SECS: &str = "15";
 const FLOOD_RATE: &str = "20000";
 const MESSAGES: usize = 60;
 /// Peak resident memory the server may reach under the flood.
 const MAX_PEAK_RSS_KIB: u64 = 256 * 1024;
-
-/// The flooder; killed on drop.
-struct Flood(Child);
-
-impl Drop for Flood {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = text.lines().find(|l| l.starts_with(field))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
 
 #[test]
 #[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
@@ -44,17 +27,13 @@ fn chat_survives_a_garbage_flood_at_the_server() {
     require_lab(test);
     let pr = "port-restricted-cone";
     let lab = Lab::pair("gflood", pr, pr);
-    let script = repo_root().join("lab/flood.py");
     let srv = lab.get("SRV_IP").to_string();
-    let child = Command::new("ip")
-        .args(["netns", "exec", &lab.ns("core"), "python3"])
-        .arg(&script)
-        .args([srv.as_str(), "3478", FLOOD_SECS, FLOOD_RATE, "3479"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 flood.py");
-    let mut flood = Flood(child);
+    let mut flood = Script::start(
+        &lab,
+        "core",
+        "flood.py",
+        &[srv.as_str(), "3478", FLOOD_SECS, FLOOD_RATE, "3479"],
+    );
 
     let mut pair = Pair::start(&lab, &lab.ns("a"), &lab.ns("b"), "auto");
     let server_pid = pair.server.as_ref().expect("server").pid();
@@ -63,21 +42,10 @@ fn chat_survives_a_garbage_flood_at_the_server() {
     let got = pair.received(MESSAGES, Duration::from_secs(30));
     assert_complete(test, &got, MESSAGES, &pair);
     assert!(
-        flood.0.try_wait().expect("flooder status").is_none(),
+        flood.running(),
         "the flood ended before the chat did: the chat was not tested under it"
     );
-
-    let status = flood.0.wait().expect("flooder ends by itself");
-    let mut out = String::new();
-    if let Some(mut o) = flood.0.stdout.take() {
-        let _ = o.read_to_string(&mut out);
-    }
-    let mut err = String::new();
-    if let Some(mut e) = flood.0.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
-    assert!(status.success(), "flood.py failed: {err}");
-    let report: serde_json::Value = serde_json::from_str(out.trim()).expect("flood report");
+    let report = flood.report();
     let sent: u64 = report["udp_sent"]
         .as_object()
         .expect("per kind")

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod client;
 pub mod nat;
 pub mod owners;
+pub mod ratelimit;
 pub mod relay;
 pub mod rendezvous;
 pub mod stun;

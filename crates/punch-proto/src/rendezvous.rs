@@ -19,6 +19,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::nat::Classic;
 use crate::owners::{self, Owners, OwnersConfig, SharedOwners};
+use crate::ratelimit::{self, Limiter, RateLimit};
 use crate::relay::{Admit, RelayConfig, RelayUsage};
 use crate::wire::{self, ErrorCode, Frame, KeyBytes, PeerInfo, Side, MAX_NAME_LEN};
 
@@ -50,6 +51,10 @@ pub struct RendezvousConfig {
     pub relay: RelayConfig,
     /// Which key owns each name (shared with the TCP registry; stored by the IO layer).
     pub owners: SharedOwners,
+    /// Registrations per source address (over it: dropped unanswered).
+    pub register_limit: RateLimit,
+    /// Introduction requests per source address (over it: dropped unanswered).
+    pub connect_limit: RateLimit,
 }
 
 impl Default for RendezvousConfig {
@@ -59,6 +64,8 @@ impl Default for RendezvousConfig {
             max_peers: DEFAULT_MAX_PEERS,
             relay: RelayConfig::default(),
             owners: Owners::shared(OwnersConfig::default()),
+            register_limit: ratelimit::DEFAULT_REGISTER,
+            connect_limit: ratelimit::DEFAULT_CONNECT,
         }
     }
 }
@@ -82,6 +89,10 @@ pub struct Stats {
     pub relayed_bytes: u64,
     /// Relayed datagrams dropped (over the rate, unknown session, relay off).
     pub relay_dropped: u64,
+    /// Registrations dropped over the per-source rate limit.
+    pub register_limited: u64,
+    /// Introduction requests dropped over the per-source rate limit.
+    pub connect_limited: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -138,13 +149,14 @@ pub struct Rendezvous {
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
     rng: StdRng,
     stats: Stats,
+    register_limiter: Limiter,
+    connect_limiter: Limiter,
 }
 
 impl Rendezvous {
     /// A server with no peers; `seed` drives the session ids it picks.
     pub fn new(cfg: RendezvousConfig, seed: u64) -> Rendezvous {
         Rendezvous {
-            cfg,
             peers: HashMap::new(),
             by_addr: HashMap::new(),
             pending: HashMap::new(),
@@ -153,6 +165,9 @@ impl Rendezvous {
             transmits: VecDeque::new(),
             rng: StdRng::seed_from_u64(seed),
             stats: Stats::default(),
+            register_limiter: Limiter::new(cfg.register_limit),
+            connect_limiter: Limiter::new(cfg.connect_limit),
+            cfg,
         }
     }
 
@@ -200,8 +215,20 @@ impl Rendezvous {
                 name,
                 key,
                 private,
-            } => self.register(now, from, txn, name, key, private),
-            Frame::Connect { txn, target } => self.connect(now, from, txn, target),
+            } => {
+                if !self.register_limiter.allow(now, from.ip()) {
+                    self.stats.register_limited += 1;
+                    return;
+                }
+                self.register(now, from, txn, name, key, private)
+            }
+            Frame::Connect { txn, target } => {
+                if !self.connect_limiter.allow(now, from.ip()) {
+                    self.stats.connect_limited += 1;
+                    return;
+                }
+                self.connect(now, from, txn, target)
+            }
             Frame::NatType { classic } => {
                 if let Some(name) = self.requester_name(from, now) {
                     if let Some(r) = self.peers.get_mut(&name) {

@@ -14,6 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use punch_proto::ratelimit::{self, Limiter, RateLimit};
 use punch_proto::rendezvous::{Rendezvous, RendezvousConfig};
 use punch_proto::stun::responder::{ServerAddrs, SocketId, StunResponder};
 use punch_proto::stun::{self};
@@ -29,7 +30,7 @@ use tracing::{debug, info, warn};
 const INBOX: usize = 4096;
 
 /// How a server is set up.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Registry tunables.
     pub rendezvous: RendezvousConfig,
@@ -37,6 +38,19 @@ pub struct ServerConfig {
     pub alt_ip: Option<IpAddr>,
     /// The alternate port (default: the primary port + 1 when `alt_ip` is set).
     pub alt_port: Option<u16>,
+    /// STUN requests and `<Hi!>` checks per source address (over it: dropped unanswered).
+    pub stun_limit: RateLimit,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            rendezvous: RendezvousConfig::default(),
+            alt_ip: None,
+            alt_port: None,
+            stun_limit: ratelimit::DEFAULT_STUN,
+        }
+    }
 }
 
 /// Counters of what the socket loop saw, beyond the registry's own.
@@ -48,6 +62,8 @@ pub struct IoStats {
     pub hi_answered: u64,
     /// Datagrams dropped as malformed or unexpected.
     pub malformed: u64,
+    /// STUN requests and `<Hi!>` checks dropped over the per-source rate limit.
+    pub stun_limited: u64,
 }
 
 /// The server's bound sockets, with the addresses they stand for.
@@ -134,6 +150,7 @@ pub async fn run(
         rand::rng().random(),
     )));
     let mut stats = IoStats::default();
+    let mut stun_limiter = Limiter::new(cfg.stun_limit);
 
     let (tx, mut inbox) = mpsc::channel::<(SocketId, SocketAddr, Vec<u8>)>(INBOX);
     let mut out: HashMap<SocketId, Arc<UdpSocket>> = HashMap::new();
@@ -172,7 +189,10 @@ pub async fn run(
                     warn!("every receive task ended");
                     return Ok(());
                 };
-                if let Some(answer) = answer_hi(&data) {
+                let answerable = answer_hi(&data).is_some() || stun::looks_like_stun(&data);
+                if answerable && !stun_limiter.allow(Instant::now().into_std(), from.ip()) {
+                    stats.stun_limited += 1;
+                } else if let Some(answer) = answer_hi(&data) {
                     stats.hi_answered += 1;
                     send(on, from, &answer);
                 } else if stun::looks_like_stun(&data) {

@@ -6,6 +6,7 @@
 //! SKIPPED line and return, and the test script says so too.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod abuse;
 pub mod recovery;
 pub mod relay;
 
@@ -295,8 +296,15 @@ impl Drop for Proc {
 
 /// A rendezvous server in the lab's server namespace, ready when returned.
 pub fn start_server(lab: &Lab) -> (Proc, String) {
+    start_server_with(lab, &[])
+}
+
+/// [`start_server`] with `extra` options.
+pub fn start_server_with(lab: &Lab, extra: &[&str]) -> (Proc, String) {
     let addr = format!("{}:3478", lab.get("SRV_IP"));
-    let mut server = Proc::spawn("server", &lab.ns("srv"), &["server", "--listen", &addr]);
+    let mut args = vec!["server", "--listen", &addr];
+    args.extend_from_slice(extra);
+    let mut server = Proc::spawn("server", &lab.ns("srv"), &args);
     // The server says it is listening on stderr, which the harness does not parse;
     // readiness is instead proven by the clients' registration (they retransmit).
     let _ = &mut server;

@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{record_to, start_server, tempdir, Lab, Proc, EVENT_TIMEOUT};
+use super::{record_to, start_server_with, tempdir, Lab, Proc, EVENT_TIMEOUT};
 
 /// Messages bob sends in a stream scenario, and the gap between them.
 pub const STREAM_MESSAGES: usize = 60;
@@ -58,7 +58,19 @@ impl Pair {
 
     /// As [`Pair::start`], with `extra` chat arguments for both sides.
     pub fn start_with(lab: &Lab, ns_a: &str, ns_b: &str, relay: &str, extra: &[&str]) -> Pair {
-        let (server, addr) = start_server(lab);
+        Pair::start_full(lab, ns_a, ns_b, relay, extra, &[])
+    }
+
+    /// As [`Pair::start_with`], the server started with `server_extra` options.
+    pub fn start_full(
+        lab: &Lab,
+        ns_a: &str,
+        ns_b: &str,
+        relay: &str,
+        extra: &[&str],
+        server_extra: &[&str],
+    ) -> Pair {
+        let (server, addr) = start_server_with(lab, server_extra);
         // A TCP client does not retransmit its way past a server still starting up.
         super::tcp::wait_tcp_listening(lab, 3478);
         let home = tempdir(&lab.prefix);
