@@ -72,3 +72,23 @@ pub fn check_frame(data: &[u8]) -> bool {
     );
     true
 }
+
+/// Checks `owners::Owner::from_record` on `data` (its first byte picks the name's length,
+/// the rest of the first up-to-65 bytes is the name, what follows is the stored value);
+/// true if it parsed. A parsed record must re-encode to the very value it came from.
+pub fn check_owner_record(data: &[u8]) -> bool {
+    use punch_proto::owners::Owner;
+    let Some((&n, rest)) = data.split_first() else {
+        return false;
+    };
+    let n = usize::from(n % 66).min(rest.len());
+    let (name, value) = rest.split_at(n);
+    let Ok(name) = std::str::from_utf8(name) else {
+        return false;
+    };
+    let Some(owner) = Owner::from_record(name, value) else {
+        return false;
+    };
+    assert_eq!(owner.to_record().as_slice(), value, "record round trip");
+    true
+}

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::wire::{ErrorCode, KeyBytes};
+use crate::wire::{ErrorCode, KeyBytes, MAX_NAME_LEN};
 
 /// Days a name stays owned without a registration.
 pub const DEFAULT_EXPIRY_DAYS: u32 = 90;
@@ -57,6 +57,35 @@ pub struct Owner {
     pub key: KeyBytes,
     /// Day (since the Unix epoch) of its last registration.
     pub last_seen: u32,
+}
+
+/// Version byte of a stored [`Owner`] record.
+pub const RECORD_VERSION: u8 = 1;
+/// Length of a stored [`Owner`] record: the version, the key, the day (u32 little-endian).
+pub const RECORD_LEN: usize = 1 + 32 + 4;
+
+impl Owner {
+    /// The stored form (see [`RECORD_LEN`]).
+    pub fn to_record(&self) -> [u8; RECORD_LEN] {
+        let mut v = [0u8; RECORD_LEN];
+        v[0] = RECORD_VERSION;
+        v[1..33].copy_from_slice(&self.key);
+        v[33..].copy_from_slice(&self.last_seen.to_le_bytes());
+        v
+    }
+
+    /// Parse a stored record of `name` (checked: a bad name, length or version is `None`).
+    pub fn from_record(name: &str, value: &[u8]) -> Option<Owner> {
+        if name.is_empty() || name.len() > MAX_NAME_LEN || value.len() != RECORD_LEN {
+            return None;
+        }
+        if value[0] != RECORD_VERSION {
+            return None;
+        }
+        let key: KeyBytes = value[1..33].try_into().ok()?;
+        let last_seen = u32::from_le_bytes(value[33..].try_into().ok()?);
+        Some(Owner { key, last_seen })
+    }
 }
 
 /// The answer to a registration's claim on a name.

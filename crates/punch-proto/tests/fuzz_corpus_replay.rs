@@ -87,6 +87,13 @@ fn frame_decode_seeds_round_trip() {
 }
 
 #[test]
+fn owner_record_seeds_round_trip() {
+    let parsed = replay("owner_record", codec::check_owner_record);
+    // Valid records are among the seeds: the round trip must not be vacuous.
+    assert!(parsed >= 3, "only {parsed} owner_record seeds parse");
+}
+
+#[test]
 fn agent_inputs_seeds_keep_invariants() {
     replay("agent_inputs", |data| {
         agent_ops::run(data);

@@ -9,16 +9,15 @@
 //! by mistake.
 //!
 //! # Record
-//! Key: the name (UTF-8). Value: a version byte (1), the owning Ed25519 key (32 bytes),
-//! and the day of its last registration (u32, little-endian, days since the Unix epoch):
-//! 37 bytes. A record that does not parse is skipped with a warning (and counted), never
-//! trusted.
+//! Key: the name (UTF-8). Value: [`Owner::to_record`]: a version byte (1), the owning
+//! Ed25519 key (32 bytes), and the day of its last registration (u32, little-endian, days
+//! since the Unix epoch): 37 bytes. A record that does not parse
+//! ([`Owner::from_record`]) is skipped with a warning (and counted), never trusted.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use punch_proto::owners::{self, Owner, Owners, OwnersConfig, SharedOwners};
-use punch_proto::wire::MAX_NAME_LEN;
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
 use tracing::{info, warn};
 
@@ -30,8 +29,6 @@ pub const DB_FILE: &str = "names.redb";
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("owners");
-const RECORD_VERSION: u8 = 1;
-const RECORD_LEN: usize = 1 + 32 + 4;
 
 /// Errors opening, reading or writing the database.
 #[derive(Debug, thiserror::Error)]
@@ -67,27 +64,6 @@ pub struct NameStore {
     path: PathBuf,
 }
 
-fn encode(owner: &Owner) -> [u8; RECORD_LEN] {
-    let mut v = [0u8; RECORD_LEN];
-    v[0] = RECORD_VERSION;
-    v[1..33].copy_from_slice(&owner.key);
-    v[33..].copy_from_slice(&owner.last_seen.to_le_bytes());
-    v
-}
-
-/// Parse a record (checked: a wrong length or version is `None`).
-pub fn decode(name: &str, value: &[u8]) -> Option<Owner> {
-    if name.is_empty() || name.len() > MAX_NAME_LEN || value.len() != RECORD_LEN {
-        return None;
-    }
-    if value[0] != RECORD_VERSION {
-        return None;
-    }
-    let key: [u8; 32] = value[1..33].try_into().ok()?;
-    let last_seen = u32::from_le_bytes(value[33..].try_into().ok()?);
-    Some(Owner { key, last_seen })
-}
-
 impl NameStore {
     /// Open (or create) `dir/names.redb`.
     pub fn open(dir: &Path) -> Result<NameStore, NamesError> {
@@ -117,7 +93,7 @@ impl NameStore {
         let mut bad = 0;
         for row in table.iter().map_err(|e| self.err(e))? {
             let (k, v) = row.map_err(|e| self.err(e))?;
-            match decode(k.value(), v.value()) {
+            match Owner::from_record(k.value(), v.value()) {
                 Some(o) => entries.push((k.value().to_string(), o)),
                 None => bad += 1,
             }
@@ -138,7 +114,9 @@ impl NameStore {
             let mut table = tx.open_table(TABLE).map_err(|e| self.err(e))?;
             for (name, owner) in changes {
                 match owner {
-                    Some(o) => table.insert(name.as_str(), encode(o).as_slice()).map(drop),
+                    Some(o) => table
+                        .insert(name.as_str(), o.to_record().as_slice())
+                        .map(drop),
                     None => table.remove(name.as_str()).map(drop),
                 }
                 .map_err(|e| self.err(e))?;
@@ -229,21 +207,6 @@ impl Keeper {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn records_round_trip_and_bad_ones_are_refused() {
-        let o = Owner {
-            key: [7; 32],
-            last_seen: 20_123,
-        };
-        assert_eq!(decode("alice", &encode(&o)), Some(o));
-        let mut v = encode(&o).to_vec();
-        assert_eq!(decode("", &v), None, "empty name");
-        v[0] = 9;
-        assert_eq!(decode("alice", &v), None, "unknown version");
-        assert_eq!(decode("alice", &encode(&o)[..36]), None, "short");
-        assert_eq!(decode(&"x".repeat(65), &encode(&o)), None, "long name");
-    }
 
     #[test]
     fn the_table_survives_a_reopen_and_release_frees_a_name() {
