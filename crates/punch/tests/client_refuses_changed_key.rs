@@ -139,23 +139,21 @@ async fn hijack_is_refused(tcp: bool) {
         }
         other => panic!("expected KeyChanged, got {other}"),
     }
-    if !tcp {
-        // The UDP session reports it as an event too, with the file and the line.
-        let ev = timeout(STEP, async {
-            loop {
-                match bob.next_event().await.expect("bob open") {
-                    ev @ ClientEvent::PeerKeyRefused { .. } => return ev,
-                    _ => continue,
-                }
+    // Reported as an event too, with the file and the line.
+    let ev = timeout(STEP, async {
+        loop {
+            match bob.next_event().await.expect("bob open") {
+                ev @ ClientEvent::PeerKeyRefused { .. } => return ev,
+                _ => continue,
             }
-        })
-        .await
-        .expect("a refusal event");
-        let ClientEvent::PeerKeyRefused { file: at, .. } = ev else {
-            unreachable!()
-        };
-        assert_eq!(at, Some((file.clone(), 2)), "line 1 is the header");
-    }
+        }
+    })
+    .await
+    .expect("a refusal event");
+    let ClientEvent::PeerKeyRefused { file: at, .. } = ev else {
+        unreachable!()
+    };
+    assert_eq!(at, Some((file.clone(), 2)), "line 1 is the header");
     // The impostor was never connected to.
     let heard = timeout(Duration::from_millis(500), async {
         loop {

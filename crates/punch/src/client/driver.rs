@@ -632,12 +632,8 @@ impl Driver {
                     self.known.store(&name, &key);
                 }
                 info!(peer = %name, key = %PublicKey::from_bytes(key), "peer key recorded");
-                self.app_event(ClientEvent::PeerKey {
-                    peer: name,
-                    key: PublicKey::from_bytes(key),
-                    replaced: replaced.map(PublicKey::from_bytes),
-                    file: self.known.file().filter(|_| recorded).map(Into::into),
-                });
+                let ev = ClientEvent::key_learned(&self.known, name, key, replaced, recorded);
+                self.app_event(ev);
             }
             Event::PeerKeyRefused {
                 name,
@@ -645,17 +641,8 @@ impl Driver {
                 offered,
             } => {
                 warn!(peer = %name, "introduced with another key than the known one: refused");
-                let file = self
-                    .known
-                    .file()
-                    .zip(self.known.line_of(&name))
-                    .map(|(f, l)| (f.to_path_buf(), l));
-                self.app_event(ClientEvent::PeerKeyRefused {
-                    peer: name,
-                    known: PublicKey::from_bytes(known),
-                    offered: PublicKey::from_bytes(offered),
-                    file,
-                });
+                let ev = ClientEvent::key_refused(&self.known, name, known, offered);
+                self.app_event(ev);
             }
             other => debug!(?other, "unhandled session event"),
         }

@@ -37,7 +37,7 @@ pub use punch_proto::client::{
     DEFAULT_SERVER_TIMEOUT, INITIAL_RTO,
 };
 use punch_proto::nat::Classic;
-use punch_proto::wire::ErrorCode;
+use punch_proto::wire::{ErrorCode, KeyBytes};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::info;
@@ -130,7 +130,11 @@ impl ClientConfig {
     }
 
     /// The TCP transport's settings.
-    pub(crate) fn tcp(&self, known: Arc<KnownPeers>) -> crate::tcp::client::TcpConfig {
+    pub(crate) fn tcp(
+        &self,
+        known: Arc<KnownPeers>,
+        events: mpsc::Sender<ClientEvent>,
+    ) -> crate::tcp::client::TcpConfig {
         let assist = self
             .tcp_assist_port
             .unwrap_or(self.server.port().wrapping_add(1));
@@ -144,6 +148,7 @@ impl ClientConfig {
             server_timeout: self.server_timeout,
             open_ttl: None,
             known,
+            events: Some(events),
         }
     }
 }
@@ -333,6 +338,43 @@ pub(crate) type TcpIncoming = Arc<tokio::sync::Mutex<mpsc::Receiver<TcpLink>>>;
 /// Keys of the peers we were introduced to: the only ones whose connections we accept.
 pub(crate) type Introduced = Arc<Mutex<HashSet<PublicKey>>>;
 
+impl ClientEvent {
+    /// [`ClientEvent::PeerKey`] for a key the session or the TCP transport learned.
+    pub(crate) fn key_learned(
+        known: &KnownPeers,
+        name: String,
+        key: KeyBytes,
+        replaced: Option<KeyBytes>,
+        recorded: bool,
+    ) -> ClientEvent {
+        ClientEvent::PeerKey {
+            peer: name,
+            key: PublicKey::from_bytes(key),
+            replaced: replaced.map(PublicKey::from_bytes),
+            file: known.file().filter(|_| recorded).map(Into::into),
+        }
+    }
+
+    /// [`ClientEvent::PeerKeyRefused`], with the file and line that hold the known key.
+    pub(crate) fn key_refused(
+        known_peers: &KnownPeers,
+        name: String,
+        known: KeyBytes,
+        offered: KeyBytes,
+    ) -> ClientEvent {
+        let file = known_peers
+            .file()
+            .zip(known_peers.line_of(&name))
+            .map(|(f, l)| (f.to_path_buf(), l));
+        ClientEvent::PeerKeyRefused {
+            peer: name,
+            known: PublicKey::from_bytes(known),
+            offered: PublicKey::from_bytes(offered),
+            file,
+        }
+    }
+}
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -354,7 +396,8 @@ impl Client {
         let (tcp, incoming) = match cfg.transport {
             TransportMode::Udp => (None, None),
             _ => {
-                let (t, incoming) = TcpTransport::start(cfg.tcp(known.clone()), identity.clone());
+                let tcp_cfg = cfg.tcp(known.clone(), ev_tx.clone());
+                let (t, incoming) = TcpTransport::start(tcp_cfg, identity.clone());
                 (Some(t), Some(incoming))
             }
         };

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::punch::{initiate, read_one_frame, respond, write_frame, TcpLink};
-use crate::client::AbortOnDrop;
+use crate::client::{AbortOnDrop, ClientEvent};
 use crate::identity::{Identity, PublicKey};
 use crate::known_peers::KnownPeers;
 
@@ -66,6 +66,8 @@ pub struct TcpConfig {
     pub open_ttl: Option<u32>,
     /// The keys we know for peer names (shared with the UDP session).
     pub known: Arc<KnownPeers>,
+    /// Where to report keys learned and refused (the client's event stream).
+    pub events: Option<mpsc::Sender<ClientEvent>>,
 }
 
 /// Where the control connection stands.
@@ -560,12 +562,48 @@ async fn serve(
 /// Check an introduced peer's key against the one we know for its name
 /// ([`crate::known_peers`]); a new name's key is stored.
 fn key_trusted(ctx: &Ctx, peer: &PeerInfo) -> Result<(), ConnectError> {
-    match ctx.cfg.known.check(&peer.name, &peer.key) {
-        KeyCheck::Changed { known } => Err(ConnectError::KeyChanged {
-            name: peer.name.clone(),
-            known,
-            offered: peer.key,
-        }),
-        KeyCheck::Known | KeyCheck::First { .. } | KeyCheck::Replaced { .. } => Ok(()),
+    let known_peers = &ctx.cfg.known;
+    let (name, key) = (peer.name.clone(), peer.key);
+    let (event, result) = match known_peers.check(&name, &key) {
+        KeyCheck::Known => (None, Ok(())),
+        KeyCheck::First { recorded } => (
+            Some(ClientEvent::key_learned(
+                known_peers,
+                name,
+                key,
+                None,
+                recorded,
+            )),
+            Ok(()),
+        ),
+        KeyCheck::Replaced { known } => (
+            Some(ClientEvent::key_learned(
+                known_peers,
+                name,
+                key,
+                Some(known),
+                true,
+            )),
+            Ok(()),
+        ),
+        KeyCheck::Changed { known } => (
+            Some(ClientEvent::key_refused(
+                known_peers,
+                name.clone(),
+                known,
+                key,
+            )),
+            Err(ConnectError::KeyChanged {
+                name,
+                known,
+                offered: key,
+            }),
+        ),
+    };
+    if let (Some(ev), Some(tx)) = (event, &ctx.cfg.events) {
+        if tx.try_send(ev).is_err() {
+            debug!("event queue full; key event dropped");
+        }
     }
+    result
 }
