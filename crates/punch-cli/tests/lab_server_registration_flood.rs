@@ -3,8 +3,9 @@
 //! their own NATs, register and chat: their messages must all arrive, once and in order.
 //!
 //! Twice: with the per-source registration limit off (`--register-rate 0`), the server takes
-//! what it can (a test build on two shared cores does not keep up with all of it: the rest
-//! is lost in queues, and counted) and its memory per registration is printed; with the
+//! what it can (a test build logging every frame, on two cores shared with the suite, does
+//! not keep up: the rest is lost in queues, and counted) and its memory per registration is
+//! printed; with the
 //! default limit, the flooding host gets its burst and rate and the rest is dropped
 //! unanswered (the rejections are counted and printed), while the peers are served.
 mod lab;
@@ -80,9 +81,10 @@ fn flood(prefix: &str, server_extra: &[&str]) -> (u64, u64, u64) {
 fn without_a_limit_the_server_takes_what_it_can_and_peers_still_chat() {
     require_lab("registration flood");
     let (sent, answered, growth) = flood("rflood", &["--register-rate", "0"]);
-    // Enough taken for the memory figure to mean something, and far more than the limit
-    // would let through (the other test).
-    assert!(answered >= 5_000, "{answered} of {sent} answered");
+    // Far more than the limit lets one host through (about 250: the other test), and
+    // enough for the memory figure. A test build logging every frame at debug level, on
+    // cores shared with the rest of the suite, takes a few thousand of the 50,000 in 10 s.
+    assert!(answered >= 1_000, "{answered} of {sent} answered");
     assert!(
         growth > 0,
         "memory did not grow with {answered} registrations"
