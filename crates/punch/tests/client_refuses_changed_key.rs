@@ -22,11 +22,20 @@ fn loopback() -> SocketAddr {
     (Ipv4Addr::LOCALHOST, 0).into()
 }
 
-fn home(test: &str) -> PathBuf {
+/// A temporary home, removed on drop (also when the test fails).
+struct Home(PathBuf);
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn home(test: &str) -> Home {
     let dir = std::env::temp_dir().join(format!("punch-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp home");
-    dir
+    Home(dir)
 }
 
 /// The two servers of a transport, started and restarted on the same ports.
@@ -95,7 +104,7 @@ async fn client(
 
 async fn hijack_is_refused(tcp: bool) {
     let dir = home(if tcp { "hijack-tcp" } else { "hijack-udp" });
-    let file = dir.join(KNOWN_PEERS_FILE);
+    let file = dir.0.join(KNOWN_PEERS_FILE);
     let servers = Servers::start(tcp, None).await;
     let alice_id = Identity::generate();
     let alice_key = alice_id.public_key();
@@ -176,8 +185,7 @@ async fn hijack_is_refused(tcp: bool) {
     let text = std::fs::read_to_string(&file).expect("file");
     let last = text.lines().last().expect("a line");
     assert!(last.contains(&impostor_key.to_string()), "{text}");
-    drop((pc, bob, impostor, alice));
-    let _ = std::fs::remove_dir_all(dir);
+    drop((pc, bob, impostor, alice, dir));
 }
 
 #[tokio::test]

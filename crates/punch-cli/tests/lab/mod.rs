@@ -129,6 +129,19 @@ impl Drop for Lab {
             .args(["down", &self.prefix])
             .output();
         let _ = std::fs::remove_dir_all(data_dir(&self.ns("srv")));
+        // The chat homes made by `tempdir` for this lab (its prefix, or one built on it).
+        let (head, tail) = (
+            format!("punch-lab-{}", self.prefix),
+            format!("-{}", std::process::id()),
+        );
+        if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&head) && name.ends_with(&tail) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
     }
 }
 
