@@ -255,6 +255,8 @@ async fn serve(args: ServerArgs) -> Result<()> {
             registry: punch::punch_proto::tcp::registry::TcpRegistryConfig {
                 relay: !no_relay,
                 owners: keeper.owners(),
+                register_limit,
+                connect_limit,
                 ..Default::default()
             },
             // The same limits as the UDP relay, per relayed TCP session.

@@ -22,6 +22,7 @@ use rand::{Rng, SeedableRng};
 
 use super::framing::encode_framed;
 use crate::owners::{self, Owners, OwnersConfig, SharedOwners};
+use crate::ratelimit::{self, Limiter, RateLimit};
 use crate::wire::{ErrorCode, Frame, KeyBytes, PeerInfo, MAX_REASON_LEN};
 
 /// Registration lifetime without a keepalive (clients refresh every 25 s).
@@ -90,6 +91,11 @@ pub struct TcpRegistryConfig {
     pub relay: bool,
     /// Which key owns each name (shared with the UDP registry; stored by the IO layer).
     pub owners: SharedOwners,
+    /// Registrations per source address (over it: answered `Busy`; a TCP peer cannot
+    /// spoof its address, so the answer costs no one else).
+    pub register_limit: RateLimit,
+    /// Introduction requests per source address (over it: answered `Busy`).
+    pub connect_limit: RateLimit,
 }
 
 impl Default for TcpRegistryConfig {
@@ -102,6 +108,8 @@ impl Default for TcpRegistryConfig {
             max_sessions: DEFAULT_MAX_SESSIONS,
             relay: true,
             owners: Owners::shared(OwnersConfig::default()),
+            register_limit: ratelimit::DEFAULT_REGISTER,
+            connect_limit: ratelimit::DEFAULT_CONNECT,
         }
     }
 }
@@ -119,6 +127,8 @@ pub struct TcpStats {
     pub relays: u64,
     /// Connections closed for breaking the protocol or a bound.
     pub rejected: u64,
+    /// Requests answered `Busy` over a per-source rate limit.
+    pub rate_limited: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,19 +191,23 @@ pub struct TcpRegistry {
     actions: VecDeque<Action>,
     rng: StdRng,
     stats: TcpStats,
+    register_limiter: Limiter,
+    connect_limiter: Limiter,
 }
 
 impl TcpRegistry {
     /// An empty registry; `seed` drives the session ids.
     pub fn new(cfg: TcpRegistryConfig, seed: u64) -> TcpRegistry {
         TcpRegistry {
-            cfg,
             conns: HashMap::new(),
             peers: HashMap::new(),
             sessions: HashMap::new(),
             actions: VecDeque::new(),
             rng: StdRng::seed_from_u64(seed),
             stats: TcpStats::default(),
+            register_limiter: Limiter::new(cfg.register_limit),
+            connect_limiter: Limiter::new(cfg.connect_limit),
+            cfg,
         }
     }
 
@@ -342,8 +356,16 @@ impl TcpRegistry {
                 Listener::Main,
                 Role::New { .. } | Role::Control { .. },
                 Frame::Register { txn, name, key, .. },
-            ) => self.register(now, conn, remote, txn, name, key),
+            ) => {
+                if !self.register_limiter.allow(now, remote.ip()) {
+                    return self.limited(conn, txn);
+                }
+                self.register(now, conn, remote, txn, name, key)
+            }
             (Listener::Main, Role::Control { name }, Frame::TcpConnect { txn, target }) => {
+                if !self.connect_limiter.allow(now, remote.ip()) {
+                    return self.limited(conn, txn);
+                }
                 self.connect(now, conn, name, txn, target)
             }
             (Listener::Main, Role::Control { .. }, Frame::TcpReady { session }) => {
@@ -417,6 +439,13 @@ impl TcpRegistry {
                 expires_secs,
             },
         );
+    }
+
+    /// A request over its source's rate limit.
+    fn limited(&mut self, conn: ConnId, txn: u64) {
+        self.stats.rate_limited += 1;
+        let detail = "too many requests from your address: slow down";
+        self.error(conn, txn, ErrorCode::Busy, detail);
     }
 
     fn connect(&mut self, now: Instant, conn: ConnId, me: String, txn: u64, target: String) {

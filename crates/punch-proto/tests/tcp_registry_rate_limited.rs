@@ -1,0 +1,78 @@
+//! Over TCP, registrations and introduction requests are limited per source IP address
+//! too; a request over the limit is answered `Busy` (a TCP peer cannot spoof its address,
+//! so the answer reaches only the one asking) and counted, and other addresses are served.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use punch_proto::ratelimit::RateLimit;
+use punch_proto::tcp::framing::FrameReader;
+use punch_proto::tcp::registry::{Action, ConnId, Listener, TcpRegistry, TcpRegistryConfig};
+use punch_proto::wire::{ErrorCode, Frame};
+
+fn answers(r: &mut TcpRegistry) -> Vec<Frame> {
+    let mut out = Vec::new();
+    while let Some(a) = r.poll_action() {
+        if let Action::Send(_, bytes) = a {
+            let mut reader = FrameReader::new();
+            reader.push(&bytes);
+            if let Ok(Some(f)) = reader.next_frame() {
+                out.push(f);
+            }
+        }
+    }
+    out
+}
+
+fn register(r: &mut TcpRegistry, now: Instant, id: u64, from: SocketAddr) {
+    r.handle_open(now, ConnId(id), Listener::Main, from);
+    r.handle_frame(
+        now,
+        ConnId(id),
+        Frame::Register {
+            txn: id,
+            name: format!("p{id}"),
+            key: [id as u8; 32],
+            private: vec![],
+        },
+    );
+}
+
+#[test]
+fn one_address_past_its_burst_is_told_busy() {
+    let now = Instant::now();
+    let mut r = TcpRegistry::new(
+        TcpRegistryConfig {
+            register_limit: RateLimit::new(1.0, 3.0),
+            ..TcpRegistryConfig::default()
+        },
+        7,
+    );
+    let busy_host: SocketAddr = "198.51.100.9:1000".parse().unwrap();
+    for id in 1..=5 {
+        let from = SocketAddr::new(busy_host.ip(), 1000 + id as u16);
+        register(&mut r, now, id, from);
+    }
+    let got = answers(&mut r);
+    let registered = got
+        .iter()
+        .filter(|f| matches!(f, Frame::Registered { .. }))
+        .count();
+    let busy = got
+        .iter()
+        .filter(|f| {
+            matches!(
+                f,
+                Frame::Error {
+                    code: ErrorCode::Busy,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!((registered, busy), (3, 2), "{got:?}");
+    assert_eq!(r.stats().rate_limited, 2);
+    // Another address is served.
+    register(&mut r, now, 9, "198.51.100.10:1000".parse().unwrap());
+    assert!(matches!(answers(&mut r)[..], [Frame::Registered { .. }]));
+}
