@@ -263,7 +263,6 @@ impl Proc {
         }
     }
 
-    /// Close stdin and wait (bounded) for a clean exit; true if it exited by itself.
     /// Its process id (`ip netns exec` execs the program: the same process).
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -274,6 +273,7 @@ impl Proc {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Close stdin and wait (bounded) for a clean exit; true if it exited by itself.
     pub fn finish(&mut self, timeout: Duration) -> bool {
         self.stdin = None;
         let end = Instant::now() + timeout;
