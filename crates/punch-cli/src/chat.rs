@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use punch::client::{Client, ClientConfig, ClientEvent, Path, PeerConnection, TransportMode};
+use punch::client::{
+    Client, ClientConfig, ClientEvent, ConnectError, Path, PeerConnection, TransportMode,
+};
 use punch::conversation::{Conversation, ConversationEvent};
 use punch::identity::{Identity, PublicKey};
 use tokio::io::AsyncBufReadExt;
@@ -130,7 +132,11 @@ pub async fn run(opts: ChatOptions, reporter: Reporter) -> Result<()> {
             match shared.client.connect(&peer).await {
                 Ok(pc) => attach(shared, pc, true).await,
                 Err(e) => {
-                    shared.reporter.error(Some(&peer), &e.to_string());
+                    // A refused key is told once, by the PeerKeyRefused event, with the
+                    // file and the line to act on.
+                    if !matches!(e, ConnectError::KeyChanged { .. }) {
+                        shared.reporter.error(Some(&peer), &e.to_string());
+                    }
                     shared.connecting.fetch_sub(1, Ordering::SeqCst);
                 }
             }
