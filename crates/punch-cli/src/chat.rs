@@ -91,11 +91,17 @@ pub async fn run(opts: ChatOptions, reporter: Reporter) -> Result<()> {
         }
     };
     let me = client.public_key();
+    // The socket is bound to every address: show the one our traffic to the server
+    // leaves from (the LAN address peers behind the same NAT use).
+    let mut local = client.local_addr();
+    if local.ip().is_unspecified() {
+        local.set_ip(punch::nat::local_ip_toward(server, local.ip()));
+    }
     reporter.registered(
         &opts.client.name,
         &me.to_string(),
         client.public_addr(),
-        client.local_addr(),
+        local,
     );
     let shared = Arc::new(Shared {
         reporter: reporter.clone(),
