@@ -364,24 +364,35 @@ impl Driver {
     fn on_tcp_link(&mut self, link: TcpLink, opened_by_us: bool) {
         let key = *link.key.as_bytes();
         let mover = self.peers.get_mut(&key).and_then(|s| s.mover.take());
-        match mover {
+        let link = match mover {
             Some(mover) => {
                 let (name, path) = (link.name.clone(), link.path);
-                if mover.send(link).is_ok() {
-                    info!(peer = %name, ?path, "moved to TCP");
-                    self.app_event(ClientEvent::Path {
-                        peer: name,
-                        key: PublicKey::from_bytes(key),
-                        path: Some(path),
-                        reason: PathReason::MovedToTcp,
-                    });
+                match mover.send(link) {
+                    Ok(()) => {
+                        info!(peer = %name, ?path, "moved to TCP");
+                        self.app_event(ClientEvent::Path {
+                            peer: name,
+                            key: PublicKey::from_bytes(key),
+                            path: Some(path),
+                            reason: PathReason::MovedToTcp,
+                        });
+                        return;
+                    }
+                    // The application let go of the connection that would have moved (it
+                    // kept another one to the same peer): the link becomes a connection
+                    // of its own rather than being dropped unseen.
+                    Err(link) => {
+                        info!(peer = %name, "connection to move is gone; TCP link handed over");
+                        link
+                    }
                 }
             }
-            None => self.app_event(ClientEvent::Incoming(PeerConnection::tcp(
-                link,
-                opened_by_us,
-            ))),
-        }
+            None => link,
+        };
+        self.app_event(ClientEvent::Incoming(PeerConnection::tcp(
+            link,
+            opened_by_us,
+        )));
     }
 
     fn on_tcp_done(
