@@ -440,8 +440,13 @@ impl Session {
         let from_server = from == self.cfg.server;
         match frame {
             Frame::Registered { txn, observed, .. } if from_server && txn == self.reg.txn => {
-                for ev in self.reg.answered(observed) {
+                let events = self.reg.answered(observed);
+                let back = events.iter().any(|e| matches!(e, Event::ServerBack { .. }));
+                for ev in events {
                     self.event(ev);
+                }
+                if back {
+                    self.probe_relay_sessions();
                 }
                 // The server may have restarted and forgotten our NAT type: repeat it.
                 if let Some(classic) = self.own_nat {
@@ -604,6 +609,26 @@ impl Session {
             .collect();
         for k in keepalives {
             self.send(self.cfg.server, k);
+        }
+    }
+
+    /// The server answers again after a silence: ask it at once, with an empty relayed
+    /// datagram, whether it still holds the relay session of every peer we reach through
+    /// it. A restarted server answers "unknown relay session" and the peer is introduced
+    /// again; otherwise the datagram just refreshes the session. Waiting for QUIC's next
+    /// retransmission instead can take seconds after a long silence (its backoff).
+    fn probe_relay_sessions(&mut self) {
+        if self.cfg.relay == RelayMode::Never {
+            return;
+        }
+        let probes: Vec<Vec<u8>> = self
+            .peers
+            .values()
+            .filter(|p| matches!(p.route, Route::Relay { .. }) && p.relay_refused.is_none())
+            .map(|p| wire::encode_relay(p.side, p.session, &[]))
+            .collect();
+        for probe in probes {
+            self.send(self.cfg.server, probe);
         }
     }
 
