@@ -6,33 +6,16 @@
 //! that the lie was told.
 mod lab;
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lab::abuse::Script;
 use lab::relay::chat_args;
+use lab::tcp::wait_bound;
 use lab::{require_lab, start_server, tempdir, Lab, Proc, EVENT_TIMEOUT};
 
 fn spawn(name: &str, ns: &str, args: &[String]) -> Proc {
     let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
     Proc::spawn(name, ns, &args)
-}
-
-/// Wait until something listens on UDP `ip:port` in namespace `ns`.
-fn wait_udp_bound(ns: &str, ip: &str, port: u16) {
-    let end = Instant::now() + EVENT_TIMEOUT;
-    while Instant::now() < end {
-        let out = Command::new("ip")
-            .args(["netns", "exec", ns, "ss", "-Huln"])
-            .arg(format!("src {ip}:{port}"))
-            .output()
-            .expect("ss");
-        if !out.stdout.is_empty() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("nothing listens on {ip}:{port} in {ns}");
 }
 
 #[test]
@@ -84,7 +67,7 @@ fn a_known_peer_introduced_with_another_key_is_refused() {
         "lying-proxy.py",
         &[srv_ip2.as_str(), "3478", srv_ip.as_str(), "3478", "12"],
     );
-    wait_udp_bound(&lab.ns("srv"), &srv_ip2, 3478);
+    wait_bound(&lab.ns("srv"), "-Huln", &format!("src {srv_ip2}:3478"));
     let liar = format!("{srv_ip2}:3478");
     let mut bob = spawn(
         "bob",

@@ -127,9 +127,13 @@ impl NameStore {
 
     /// Free `name` (the operator's `punch server release`); its former owner, if any.
     pub fn release(&self, name: &str) -> Result<Option<Owner>, NamesError> {
-        let (mut owners, _) = self.load(OwnersConfig::default())?;
-        let old = owners.release(name);
-        self.write(&owners.take_changes())?;
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let old = {
+            let mut table = tx.open_table(TABLE).map_err(|e| self.err(e))?;
+            let removed = table.remove(name).map_err(|e| self.err(e))?;
+            removed.and_then(|v| Owner::from_record(name, v.value()))
+        };
+        tx.commit().map_err(|e| self.err(e))?;
         Ok(old)
     }
 }

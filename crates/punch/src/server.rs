@@ -189,10 +189,11 @@ pub async fn run(
                     warn!("every receive task ended");
                     return Ok(());
                 };
-                let answerable = answer_hi(&data).is_some() || stun::looks_like_stun(&data);
+                let hi = answer_hi(&data);
+                let answerable = hi.is_some() || stun::looks_like_stun(&data);
                 if answerable && !stun_limiter.allow(Instant::now().into_std(), from.ip()) {
                     stats.stun_limited += 1;
-                } else if let Some(answer) = answer_hi(&data) {
+                } else if let Some(answer) = hi {
                     stats.hi_answered += 1;
                     send(on, from, &answer);
                 } else if stun::looks_like_stun(&data) {

@@ -17,11 +17,16 @@ pub const TCP_EVENT_TIMEOUT: Duration = Duration::from_secs(2 * TCP_PUNCH_TIMEOU
 
 /// Wait until something listens on TCP `port` in the lab's server namespace.
 pub fn wait_tcp_listening(lab: &Lab, port: u16) {
+    wait_bound(&lab.ns("srv"), "-Htln", &format!("sport = :{port}"));
+}
+
+/// Wait until `ss OPTIONS FILTER` in namespace `ns` lists a socket (e.g. `-Huln`,
+/// `src IP:PORT` for a bound UDP socket).
+pub fn wait_bound(ns: &str, options: &str, filter: &str) {
     let end = Instant::now() + TCP_EVENT_TIMEOUT;
     while Instant::now() < end {
         let out = Command::new("ip")
-            .args(["netns", "exec", &lab.ns("srv"), "ss", "-Htln"])
-            .arg(format!("sport = :{port}"))
+            .args(["netns", "exec", ns, "ss", options, filter])
             .output()
             .expect("ss");
         if !out.stdout.is_empty() {
@@ -29,7 +34,7 @@ pub fn wait_tcp_listening(lab: &Lab, port: u16) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("punch server did not listen on TCP port {port}");
+    panic!("nothing matching `ss {options} {filter}` in {ns}");
 }
 
 /// How a lab for a TCP run is built.
