@@ -4,9 +4,14 @@ host, spread over many source ports, for the lab's abuse tests.
 
 Usage: register-flood.py HOST PORT CLIENTS RATE [SOCKETS]
 
-Sends one punch `Register` frame (wire version 1) per client at RATE frames per second
-from SOCKETS UDP sockets, counts the `Registered` answers, waits a second for late ones,
-and prints one JSON line: sent, answered, seconds. Seeded, bounded in time.
+Each client registers as a real one does (wire version 2): an unsigned `Register`, then,
+when the server's `Challenge` comes back, the same registration signed with the client's
+Ed25519 key over the challenge's nonce. (A key pair is made only for a client that gets
+a challenge: the first request's key is never checked, and key generation is the
+script's costly part.) First requests go out at RATE per second from
+SOCKETS UDP sockets; the script answers challenges as they arrive, waits a second for late
+answers, and prints one JSON line: sent (first requests), challenged, signed (second
+requests), registered, refused, seconds. Seeded, bounded in time.
 """
 import json
 import random
@@ -15,26 +20,7 @@ import socket
 import sys
 import time
 
-FRAME_TAG, WIRE_VERSION = 0x2A, 1
-REGISTER, REGISTERED = 0, 1
-
-
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def register(txn, name, key):
-    name = name.encode()
-    return (bytes([FRAME_TAG, WIRE_VERSION]) + varint(REGISTER) + varint(txn)
-            + varint(len(name)) + name + key + varint(0))
+import punchwire as pw
 
 
 def main():
@@ -51,10 +37,13 @@ def main():
         s.setblocking(False)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         socks.append(s)
-    answered = 0
+    pending = set()  # txns sent and not answered with a registration or a refusal
+    counts = {"challenged": 0, "signed": 0, "registered": 0, "refused": 0}
+
+    def name(txn):
+        return f"flood-{txn - 1:06d}"
 
     def drain(wait):
-        nonlocal answered
         ready, _, _ = select.select(socks, [], [], wait)
         for s in ready:
             while True:
@@ -62,17 +51,36 @@ def main():
                     data = s.recv(2048)
                 except BlockingIOError:
                     break
-                if len(data) > 2 and data[0] == FRAME_TAG and data[2] == REGISTERED:
-                    answered += 1
+                p = pw.parse(data)
+                if p is None:
+                    continue
+                _, variant, txn, _ = p
+                if variant == pw.CHALLENGE and txn in pending:
+                    counts["challenged"] += 1
+                    _, nonce = pw.challenge_nonce(data)
+                    sk, pk = pw.signing_key(rng.randbytes(32))
+                    try:
+                        s.sendto(pw.register(txn, name(txn), sk, pk, nonce), (host, port))
+                        counts["signed"] += 1
+                    except OSError:
+                        pass
+                elif variant == pw.REGISTERED and txn in pending:
+                    pending.discard(txn)
+                    counts["registered"] += 1
+                elif variant == pw.ERROR and txn in pending:
+                    pending.discard(txn)
+                    counts["refused"] += 1
 
     start = time.monotonic()
     sent = errors = 0
     while sent < clients:
         due = min(clients, int((time.monotonic() - start) * rate) + 1)
         while sent < due:
-            frame = register(sent + 1, f"flood-{sent:06d}", rng.randbytes(32))
+            txn = sent + 1
+            pending.add(txn)
             try:
-                socks[sent % nsock].sendto(frame, (host, port))
+                first = pw.register(txn, name(txn), None, rng.randbytes(32))
+                socks[sent % nsock].sendto(first, (host, port))
             except OSError:
                 errors += 1
             sent += 1
@@ -80,7 +88,7 @@ def main():
     end = time.monotonic() + 1.0
     while time.monotonic() < end:
         drain(0.05)
-    print(json.dumps({"sent": sent, "answered": answered, "send_errors": errors,
+    print(json.dumps({"sent": sent, **counts, "send_errors": errors,
                       "seconds": round(time.monotonic() - start - 1.0, 2)}), flush=True)
 
 

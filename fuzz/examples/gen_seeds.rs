@@ -11,11 +11,13 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use punch_fuzz::{agent_ops, rendezvous_ops, tcp_ops};
+use punch_proto::auth::{RegisterRequest, SigningKey, NO_NONCE};
+use punch_proto::nat::Classic;
 use punch_proto::stun::{
     Attribute, ChangeRequest, Class, ErrorCode as StunErrorCode, Message, Method, TransactionId,
 };
 use punch_proto::tcp::framing::encode_framed;
-use punch_proto::wire::{ErrorCode, Frame, PeerInfo, HI_REQUEST};
+use punch_proto::wire::{ErrorCode, Frame, PeerInfo, HI_REQUEST, LEGACY_WIRE_VERSION};
 
 /// RFC 5769 §2.1 sample request (as in `crates/punch-proto/tests/stun_codec.rs`).
 const SAMPLE_REQUEST: &str = "
@@ -134,12 +136,13 @@ fn frame_seeds() {
     let frames = [
         (
             "register",
-            Frame::Register {
-                txn: 1,
+            RegisterRequest {
                 name: "alice".into(),
-                key: [1; 32],
                 private: vec![addr("192.168.1.10:4000"), addr("[fd00::10]:4000")],
-            },
+                nat: Some(Classic::PortRestrictedCone),
+                nonce: [0x5a; 16],
+            }
+            .signed(1, &SigningKey::from_seed(&[1; 32])),
         ),
         (
             "registered",
@@ -147,6 +150,14 @@ fn frame_seeds() {
                 txn: 1,
                 observed: addr("198.51.100.1:1000"),
                 expires_secs: 90,
+                nonce: [0xa5; 16],
+            },
+        ),
+        (
+            "challenge",
+            Frame::Challenge {
+                txn: 1,
+                nonce: [0x3c; 16],
             },
         ),
         (
@@ -200,6 +211,7 @@ fn frame_seeds() {
         ErrorCode::NotRegistered,
         ErrorCode::Busy,
         ErrorCode::BadRequest,
+        ErrorCode::BadSignature,
     ];
     for (i, code) in codes.into_iter().enumerate() {
         let frame = Frame::Error {
@@ -210,6 +222,16 @@ fn frame_seeds() {
         write(t, &format!("error-code-{i}"), &frame.encode().unwrap());
     }
     write(t, "hi-request", HI_REQUEST);
+    // What an old (version 1) client's registration starts like.
+    let mut legacy = Frame::Connect {
+        txn: 2,
+        target: "bob".into(),
+    }
+    .encode()
+    .unwrap();
+    legacy[1] = LEGACY_WIRE_VERSION;
+    legacy[2] = 0; // variant 0: Register
+    write(t, "legacy-register", &legacy);
 }
 
 fn agent_seeds() {
@@ -281,14 +303,13 @@ fn agent_seeds() {
 fn rendezvous_seeds() {
     use rendezvous_ops::Script;
     let t = "rendezvous_inputs";
-    let register = Frame::Register {
-        txn: 5,
+    let carol = RegisterRequest {
         name: "carol".into(),
-        key: [3; 32],
         private: vec![],
-    }
-    .encode()
-    .unwrap();
+        nat: None,
+        nonce: NO_NONCE,
+    };
+    let register = carol.encode(5, &SigningKey::from_seed(&[3; 32])).unwrap();
     let seeds = [
         // alice and bob register, alice connects to bob, bob acknowledges.
         (
@@ -341,6 +362,19 @@ fn rendezvous_seeds() {
                 .connect(0, 2, 0)
                 .connect(0, 3, 2)
                 .connect(5, 4, 1),
+        ),
+        // alice registers; then her key registers "alice" from another address with a
+        // forged signature (key byte 6: alice's key, another's signature), then unsigned
+        // (9): a challenge, a refusal, a challenge; bob still reaches alice.
+        (
+            "forged-and-unsigned",
+            Script::new(3, 3)
+                .register(0, 1, 0, 0, &[])
+                .register(1, 1, 1, 1, &[])
+                .register(2, 7, 0, 6, &[])
+                .register(2, 7, 0, 6, &[])
+                .register(5, 8, 0, 9, &[])
+                .connect(1, 2, 0),
         ),
         // Connect toward a name full of characters Debug escapes: the error's reason
         // (`peer unknown: "<name>" is not registered`) passes MAX_REASON_LEN.
@@ -398,12 +432,13 @@ fn tcp_seeds() {
         .reap();
     let mut split = Vec::new();
     for frame in [
-        Frame::Register {
-            txn: 9,
+        RegisterRequest {
             name: "carol".into(),
-            key: [3; 32],
             private: vec![addr("192.168.1.30:4000")],
-        },
+            nat: None,
+            nonce: NO_NONCE,
+        }
+        .signed(9, &SigningKey::from_seed(&[3; 32])),
         Frame::TcpConnect {
             txn: 10,
             target: "alice".into(),
@@ -414,6 +449,19 @@ fn tcp_seeds() {
     let seeds = [
         ("introduce", introduced.clone()),
         ("relay-splice", spliced),
+        // A forged registration (key byte 6) after a challenge, then an old client's
+        // (9: wire version 1) on a fresh connection: refused, then told to upgrade.
+        (
+            "forged-and-legacy",
+            Script::new(roomy, long, 0)
+                .open(false, 0)
+                .open(false, 1)
+                .register(0, 1, 0, 0, &[])
+                .register(1, 2, 0, 6, &[])
+                .open(false, 2)
+                .register_once(2, 3, 1, 9, &[])
+                .reap(),
+        ),
         // Relay off: the request is refused, a join is closed.
         (
             "relay-off",

@@ -134,6 +134,8 @@ pub fn sources(b: u8) -> SocketAddr {
 }
 
 /// What a step fed the agent, for checking its outputs.
+// One value per step, on the stack: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Step {
     Start,
     Frame { from: SocketAddr, frame: Frame },

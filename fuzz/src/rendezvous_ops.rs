@@ -10,7 +10,7 @@
 //! | op | bytes after it | step |
 //! |----|----------------|------|
 //! | 0 `RAW` | from, len (u16), len bytes | the bytes through `Frame::decode`, delivered if they decode |
-//! | 1 `REGISTER` | from, txn, name, key, n, n × addr | a `Register` |
+//! | 1 `REGISTER` | from, txn, name, key, n, n × addr | a `Register`, signed as `key` says (below) |
 //! | 2 `CONNECT` | from, txn, name | a `Connect` |
 //! | 3 `INTRO_ACK` | idx, flags | an `IntroduceAck` of an introduction the server sent: from its passive side (flags % 4 = 0), its requester (1), else `sources(flags >> 2)` |
 //! | 4 `ADVANCE` | n | time moves n × 50 ms |
@@ -19,7 +19,10 @@
 //! | 7 `NUDGE` | n | time moves n ms |
 //!
 //! `from` and `addr` index [`sources`]; `txn` is one byte (so retransmissions repeat
-//! txns); `key` picks one of three keys. A `name` is a byte below 0x80 for one of
+//! txns); `key % 3` picks one of three key pairs and `key / 3 % 4` how the registration is
+//! signed: 0 and 1 as a client does (over the last nonce the server gave `from`, and once
+//! more over a challenge's nonce if one comes back), 2 forged (the key named, another key's
+//! signature), 3 unsigned (no nonce, no signature). A `name` is a byte below 0x80 for one of
 //! [`NAMES`], or 0x80 + n followed by n bytes, each a character of [`ALPHABET`] (quotes,
 //! control characters, multi-byte and combining characters: what a hostile client puts
 //! in a name). Structured frames are encoded and decoded before delivery (one that breaks a
@@ -29,9 +32,14 @@
 //!
 //! # Invariants (each from `punch_proto::rendezvous`'s documented behaviour)
 //! - `peer_count() <= max_peers` after every step.
-//! - Every transmit is a decodable `Registered`, `Error` or `Introduce`.
-//! - A `Register` from X gets exactly one answer, to X: `Registered` with its txn, X as
-//!   `observed` and the TTL in seconds, or `Error` (`NameTaken`, `Busy`) with its txn.
+//! - Every transmit is a decodable `Registered`, `Challenge`, `Error`, `Introduce` or
+//!   `PeerReady`.
+//! - A `Register` from X gets exactly one answer, to X (none if over the rate limit):
+//!   `Registered` with its txn, X as `observed` and the TTL in seconds, `Challenge` with
+//!   its txn and no larger than the request, or `Error` (`NameTaken`, `Busy`,
+//!   `BadSignature`) with its txn. `Registered` only ever answers a registration whose
+//!   signature is its key's, over a nonce the server sent to X.
+//! - A forged or unsigned registration is never accepted.
 //! - A `Connect` from X gets one `Error` to X with its txn, or exactly two introductions
 //!   of one session: to X (its txn, initiator, the target's name) and to the target's
 //!   address (txn 0, not initiator, X as the peer's public address).
@@ -48,8 +56,9 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use punch_proto::auth::{self, Nonce, RegisterRequest, Signature, SigningKey, NO_NONCE};
 use punch_proto::rendezvous::{Rendezvous, RendezvousConfig, INTRO_ATTEMPTS};
-use punch_proto::wire::{ErrorCode, Frame, KeyBytes, MAX_FRAME_LEN};
+use punch_proto::wire::{ErrorCode, Frame, MAX_FRAME_LEN};
 
 use crate::input::Input;
 
@@ -120,8 +129,62 @@ pub fn sources(b: u8) -> SocketAddr {
     SOURCES[usize::from(b) % SOURCES.len()]
 }
 
-fn key(b: u8) -> KeyBytes {
-    [b % 3 + 1; 32]
+/// The key pair a key byte picks (one of three).
+fn signer(b: u8) -> SigningKey {
+    SigningKey::from_seed(&[b % 3 + 1; 32])
+}
+
+/// How a `REGISTER` step signs (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signing {
+    AsClient,
+    Forged,
+    Unsigned,
+}
+
+fn signing(b: u8) -> Signing {
+    match b / 3 % 4 {
+        2 => Signing::Forged,
+        3 => Signing::Unsigned,
+        _ => Signing::AsClient,
+    }
+}
+
+/// The registration `req` by `key` as `how` signs it.
+fn register_frame(txn: u64, req: &RegisterRequest, key: &SigningKey, how: Signing) -> Frame {
+    let signed = req.signed(txn, key);
+    let Frame::Register {
+        txn,
+        name,
+        key,
+        private,
+        nat,
+        nonce,
+        sig,
+    } = signed
+    else {
+        unreachable!("signed() builds a Register")
+    };
+    let (nonce, sig) = match how {
+        Signing::AsClient => (nonce, sig),
+        Signing::Forged => {
+            let other = SigningKey::from_seed(&[0xee; 32]);
+            let Frame::Register { sig, .. } = req.signed(txn, &other) else {
+                unreachable!("signed() builds a Register")
+            };
+            (nonce, sig)
+        }
+        Signing::Unsigned => (NO_NONCE, Signature::empty()),
+    };
+    Frame::Register {
+        txn,
+        name,
+        key,
+        private,
+        nat,
+        nonce,
+        sig,
+    }
 }
 
 fn name(input: &mut Input<'_>) -> String {
@@ -136,6 +199,8 @@ struct Intro {
 }
 
 /// What a step fed the server, for checking its outputs.
+// One value per step, on the stack: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Step {
     Frame { from: SocketAddr, frame: Frame },
     Timeout,
@@ -153,6 +218,10 @@ struct Harness {
     sessions: Vec<u64>,
     errors: u64,
     registered: u64,
+    /// The last nonce the server sent each address (a challenge's or a registration's).
+    nonces: HashMap<SocketAddr, Nonce>,
+    /// Every nonce the server sent each address.
+    issued: HashMap<SocketAddr, Vec<Nonce>>,
 }
 
 /// Runs one script (see the module doc); panics if an invariant breaks.
@@ -174,6 +243,8 @@ pub fn run(data: &[u8]) {
         sessions: Vec::new(),
         errors: 0,
         registered: 0,
+        nonces: HashMap::new(),
+        issued: HashMap::new(),
     };
 
     while !input.is_empty() {
@@ -189,17 +260,24 @@ pub fn run(data: &[u8]) {
                 let from = sources(input.u8());
                 let txn = u64::from(input.u8());
                 let name = name(&mut input);
-                let key = key(input.u8());
+                let kb = input.u8();
+                let (key, how) = (signer(kb), signing(kb));
                 // Up to 9: one more than a frame may carry, so the bound is exercised.
                 let n = input.u8() % 10;
                 let private = (0..n).map(|_| sources(input.u8())).collect();
-                let frame = Frame::Register {
-                    txn,
+                let mut req = RegisterRequest {
                     name,
-                    key,
                     private,
+                    nat: None,
+                    nonce: h.nonces.get(&from).copied().unwrap_or(NO_NONCE),
                 };
-                h.deliver_structured(from, frame);
+                let out = h.deliver_structured(from, register_frame(txn, &req, &key, how));
+                if let [(_, Frame::Challenge { nonce, .. })] = out[..] {
+                    if how == Signing::AsClient {
+                        req.nonce = nonce;
+                        h.deliver_structured(from, register_frame(txn, &req, &key, how));
+                    }
+                }
             }
             op::CONNECT => {
                 let from = sources(input.u8());
@@ -248,22 +326,25 @@ pub fn run(data: &[u8]) {
 impl Harness {
     /// Delivers a frame built by the script as a socket would: encoded, then decoded. A frame
     /// that breaks a bound (over-long name, too many addresses) never reaches the server.
-    fn deliver_structured(&mut self, from: SocketAddr, frame: Frame) {
+    /// Returns what the server sent in answer.
+    fn deliver_structured(&mut self, from: SocketAddr, frame: Frame) -> Vec<(SocketAddr, Frame)> {
         let Ok(bytes) = frame.encode() else {
-            return;
+            return Vec::new();
         };
         let frame = Frame::decode(&bytes).expect("an encoded frame decodes");
-        self.deliver(from, frame);
+        self.deliver(from, frame)
     }
 
-    fn deliver(&mut self, from: SocketAddr, frame: Frame) {
+    fn deliver(&mut self, from: SocketAddr, frame: Frame) -> Vec<(SocketAddr, Frame)> {
+        let limited = self.server.stats().register_limited;
         self.server.handle_frame(self.now, from, frame.clone());
-        self.check(Step::Frame { from, frame });
+        let limited = self.server.stats().register_limited > limited;
+        self.check(Step::Frame { from, frame }, limited)
     }
 
     fn timeout(&mut self) {
         self.server.handle_timeout(self.now);
-        self.check(Step::Timeout);
+        self.check(Step::Timeout, false);
         if let Some(t) = self.server.poll_timeout() {
             assert!(
                 t > self.now,
@@ -279,57 +360,41 @@ impl Harness {
         self.timeout();
     }
 
-    /// Drains the server's outputs after `step` and checks them.
-    fn check(&mut self, step: Step) {
+    /// Drains the server's outputs after `step` and checks them; returns them. `limited`:
+    /// the step's registration went over the rate limit.
+    fn check(&mut self, step: Step, limited: bool) -> Vec<(SocketAddr, Frame)> {
         let mut out = Vec::new();
         while let Some((to, bytes)) = self.server.poll_transmit() {
             let frame = Frame::decode(&bytes).expect("the server sends decodable frames");
             match &frame {
                 Frame::Error { .. } => self.errors += 1,
                 Frame::Registered { .. } => self.registered += 1,
-                Frame::Introduce { .. } | Frame::PeerReady { .. } => {}
+                Frame::Challenge { .. } | Frame::Introduce { .. } | Frame::PeerReady { .. } => {}
                 other => panic!("the server sent an unexpected frame: {other:?}"),
+            }
+            if let Frame::Challenge { nonce, .. } | Frame::Registered { nonce, .. } = &frame {
+                self.nonces.insert(to, *nonce);
+                let issued = self.issued.entry(to).or_default();
+                if !issued.contains(nonce) {
+                    issued.push(*nonce);
+                }
             }
             out.push((to, frame));
         }
 
-        match step {
+        match &step {
             Step::Frame {
                 from,
-                frame: Frame::Register { txn, .. },
-            } => {
-                let [(to, answer)] = &out[..] else {
-                    panic!("Register got {} answers: {out:?}", out.len());
-                };
-                assert_eq!(*to, from, "Register answered to another address");
-                match answer {
-                    Frame::Registered {
-                        txn: t,
-                        observed,
-                        expires_secs,
-                    } => {
-                        assert_eq!(*t, txn);
-                        assert_eq!(*observed, from, "Registered reports the wrong address");
-                        assert_eq!(u64::from(*expires_secs), self.ttl.as_secs());
-                    }
-                    Frame::Error { txn: t, code, .. } => {
-                        assert_eq!(*t, txn);
-                        assert!(
-                            matches!(code, ErrorCode::NameTaken | ErrorCode::Busy),
-                            "Register refused with {code:?}"
-                        );
-                    }
-                    other => panic!("Register answered with {other:?}"),
-                }
-            }
+                frame: request @ Frame::Register { txn, .. },
+            } => self.check_register(*from, *txn, request, &out, limited),
             Step::Frame {
                 from,
                 frame: Frame::Connect { txn, target },
-            } => self.check_connect(from, txn, &target, &out),
+            } => self.check_connect(*from, *txn, target, &out),
             Step::Frame {
                 from,
                 frame: Frame::IntroduceAck { session },
-            } => self.check_ack(from, session, &out),
+            } => self.check_ack(*from, *session, &out),
             Step::Frame { frame, .. } => {
                 assert!(out.is_empty(), "{frame:?} got answers: {out:?}");
             }
@@ -356,7 +421,85 @@ impl Harness {
                 }
             }
         }
+        self.check_bounds();
+        out
+    }
 
+    fn check_register(
+        &self,
+        from: SocketAddr,
+        txn: u64,
+        request: &Frame,
+        out: &[(SocketAddr, Frame)],
+        limited: bool,
+    ) {
+        if limited {
+            assert!(
+                out.is_empty(),
+                "a limited registration got answers: {out:?}"
+            );
+            return;
+        }
+        let [(to, answer)] = out else {
+            panic!("Register got {} answers: {out:?}", out.len());
+        };
+        assert_eq!(*to, from, "Register answered to another address");
+        match answer {
+            Frame::Registered {
+                txn: t,
+                observed,
+                expires_secs,
+                ..
+            } => {
+                assert_eq!(*t, txn);
+                assert_eq!(*observed, from, "Registered reports the wrong address");
+                assert_eq!(u64::from(*expires_secs), self.ttl.as_secs());
+                let Frame::Register {
+                    name,
+                    key,
+                    private,
+                    nat,
+                    nonce,
+                    sig,
+                    ..
+                } = request
+                else {
+                    unreachable!("checked by the caller")
+                };
+                assert!(
+                    auth::verify_register(name, key, private, *nat, nonce, sig),
+                    "a registration that is not its key's was accepted"
+                );
+                let sent_here = self.issued.get(&from).is_some_and(|v| v.contains(nonce));
+                assert!(
+                    sent_here,
+                    "accepted a nonce the server never sent to {from}"
+                );
+            }
+            Frame::Challenge { txn: t, .. } => {
+                assert_eq!(*t, txn);
+                let (q, a) = (request.encoded_len(), answer.encoded_len());
+                assert!(
+                    a.unwrap_or(0) <= q.unwrap_or(0),
+                    "challenge larger than the request"
+                );
+            }
+            Frame::Error { txn: t, code, .. } => {
+                assert_eq!(*t, txn);
+                assert!(
+                    matches!(
+                        code,
+                        ErrorCode::NameTaken | ErrorCode::Busy | ErrorCode::BadSignature
+                    ),
+                    "Register refused with {code:?}"
+                );
+            }
+            other => panic!("Register answered with {other:?}"),
+        }
+    }
+
+    /// The tables' bound and the counters against what was sent.
+    fn check_bounds(&self) {
         assert!(
             self.server.peer_count() <= self.max_peers,
             "{} peers with max_peers {}",

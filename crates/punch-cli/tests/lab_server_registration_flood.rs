@@ -1,6 +1,7 @@
 //! Lab: a registration flood of 50,000 distinct clients (names and keys, 500 source ports
-//! of one host in the core namespace, `lab/register-flood.py`) while alice and bob, behind
-//! their own NATs, register and chat: their messages must all arrive, once and in order.
+//! of one host in the core namespace, `lab/register-flood.py`, each registering as a real
+//! client does: challenged, then signed) while alice and bob, behind their own NATs,
+//! register and chat: their messages must all arrive, once and in order.
 //!
 //! Twice: with the per-source registration limit off (`--register-rate 0`), the server takes
 //! what it can (a test build logging every frame, on two cores shared with the suite, does
@@ -53,14 +54,19 @@ fn flood(prefix: &str, server_extra: &[&str]) -> (u64, u64, u64) {
     assert!(server.running(), "the server died under the flood");
     let after = status_kib(server_pid, "VmRSS:").expect("server RSS");
     let peak = status_kib(server_pid, "VmHWM:").expect("server peak RSS");
-    let sent = report["sent"].as_u64().expect("sent");
-    let answered = report["answered"].as_u64().expect("answered");
+    let n = |k: &str| {
+        report[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{k} in {report}"))
+    };
+    let (sent, answered, challenged) = (n("sent"), n("registered"), n("challenged"));
     assert_eq!(sent, CLIENTS, "{report}");
+    assert_eq!(n("refused"), 0, "signed registrations refused: {report}");
     let growth = after.saturating_sub(before);
     record(&format!(
-        "{test}: {sent} clients in {}s, {answered} registered, {} dropped unanswered; \
-         chat {}/{MESSAGES} in order; server RSS {:.1} -> {:.1} MiB (peak {:.1}), {:.0} bytes \
-         per registration",
+        "{test}: {sent} clients in {}s, {challenged} challenged, {answered} registered \
+         (signed), {} dropped unanswered; chat {}/{MESSAGES} in order; server RSS {:.1} -> \
+         {:.1} MiB (peak {:.1}), {:.0} bytes per registration",
         report["seconds"],
         sent - answered,
         got.len(),

@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod agent;
+pub mod auth;
 pub mod client;
 pub mod nat;
 pub mod owners;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::auth::{self, Nonces};
 use crate::nat::Classic;
 use crate::owners::{self, Owners, OwnersConfig, SharedOwners};
 use crate::ratelimit::{self, Limiter, RateLimit};
@@ -51,10 +52,15 @@ pub struct RendezvousConfig {
     pub relay: RelayConfig,
     /// Which key owns each name (shared with the TCP registry; stored by the IO layer).
     pub owners: SharedOwners,
-    /// Registrations per source address (over it: dropped unanswered).
+    /// Registrations per source address (over it: dropped unanswered). Counted apart for
+    /// the two steps: first requests (answered with a challenge) and signed ones over a
+    /// nonce the address received, so a flood of first requests from an address (a
+    /// CGNAT's, shared with real clients) cannot starve the signed registrations behind it.
     pub register_limit: RateLimit,
     /// Introduction requests per source address (over it: dropped unanswered).
     pub connect_limit: RateLimit,
+    /// Key of the registration nonces ([`crate::auth::Nonces`]); random by default.
+    pub nonce_secret: [u8; 32],
 }
 
 impl Default for RendezvousConfig {
@@ -66,6 +72,7 @@ impl Default for RendezvousConfig {
             owners: Owners::shared(OwnersConfig::default()),
             register_limit: ratelimit::DEFAULT_REGISTER,
             connect_limit: ratelimit::DEFAULT_CONNECT,
+            nonce_secret: rand::random(),
         }
     }
 }
@@ -93,6 +100,13 @@ pub struct Stats {
     pub register_limited: u64,
     /// Introduction requests dropped over the per-source rate limit.
     pub connect_limited: u64,
+    /// Registrations without a nonce issued to their address lately, answered with a
+    /// challenge (every client's first, and every replay from elsewhere).
+    pub challenged: u64,
+    /// Registrations refused for a signature that is not their key's.
+    pub bad_signatures: u64,
+    /// Version-1 (unsigned) registrations told to upgrade.
+    pub legacy_refused: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -101,7 +115,7 @@ struct Registration {
     public: SocketAddr,
     private: Vec<SocketAddr>,
     expires: Instant,
-    /// The NAT type the peer reported ([`Frame::NatType`]), if any.
+    /// The NAT type the peer reported in its registration, if any.
     nat: Option<Classic>,
 }
 
@@ -150,7 +164,9 @@ pub struct Rendezvous {
     rng: StdRng,
     stats: Stats,
     register_limiter: Limiter,
+    challenge_limiter: Limiter,
     connect_limiter: Limiter,
+    nonces: Nonces,
 }
 
 impl Rendezvous {
@@ -166,7 +182,9 @@ impl Rendezvous {
             rng: StdRng::seed_from_u64(seed),
             stats: Stats::default(),
             register_limiter: Limiter::new(cfg.register_limit),
+            challenge_limiter: Limiter::new(cfg.register_limit),
             connect_limiter: Limiter::new(cfg.connect_limit),
+            nonces: Nonces::new(&cfg.nonce_secret),
             cfg,
         }
     }
@@ -215,12 +233,34 @@ impl Rendezvous {
                 name,
                 key,
                 private,
+                nat,
+                nonce,
+                sig,
             } => {
-                if !self.register_limiter.allow(now, from.ip()) {
+                // The nonce first (a keyed hash), the signature only for an address that
+                // proved it receives (the costly check): a spoofed flood costs hashes.
+                let proven = self.nonces.check(now, from, &nonce);
+                let limiter = if proven {
+                    &mut self.register_limiter
+                } else {
+                    &mut self.challenge_limiter
+                };
+                if !limiter.allow(now, from.ip()) {
                     self.stats.register_limited += 1;
                     return;
                 }
-                self.register(now, from, txn, name, key, private)
+                if !proven {
+                    self.stats.challenged += 1;
+                    let nonce = self.nonces.issue(now, from);
+                    self.send(from, &Frame::Challenge { txn, nonce });
+                    return;
+                }
+                if !auth::verify_register(&name, &key, &private, nat, &nonce, &sig) {
+                    self.stats.bad_signatures += 1;
+                    let detail = "the registration is not signed by its key";
+                    return self.error(from, txn, ErrorCode::BadSignature, detail);
+                }
+                self.register(now, from, txn, name, key, private, nat)
             }
             Frame::Connect { txn, target } => {
                 if !self.connect_limiter.allow(now, from.ip()) {
@@ -229,16 +269,24 @@ impl Rendezvous {
                 }
                 self.connect(now, from, txn, target)
             }
-            Frame::NatType { classic } => {
-                if let Some(name) = self.requester_name(from, now) {
-                    if let Some(r) = self.peers.get_mut(&name) {
-                        r.nat = Some(classic);
-                    }
-                }
-            }
             Frame::IntroduceAck { session } => self.introduce_ack(from, session),
             _ => {}
         }
+    }
+
+    /// Take a datagram that is a punch frame of another version ([`wire::WireError::Version`]):
+    /// a version-1 registration is told to upgrade ([`wire::legacy_upgrade_answer`]),
+    /// within the registration rate limit; anything else is dropped.
+    pub fn handle_other_version(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let Some(answer) = wire::legacy_upgrade_answer(datagram) else {
+            return;
+        };
+        if !self.register_limiter.allow(now, from.ip()) {
+            self.stats.register_limited += 1;
+            return;
+        }
+        self.stats.legacy_refused += 1;
+        self.transmits.push_back((from, answer));
     }
 
     /// Take a relayed datagram (see [`wire::encode_relay`]) from `from`: returns where to
@@ -342,6 +390,7 @@ impl Rendezvous {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn register(
         &mut self,
         now: Instant,
@@ -350,6 +399,7 @@ impl Rendezvous {
         name: String,
         key: KeyBytes,
         private: Vec<SocketAddr>,
+        nat: Option<Classic>,
     ) {
         let admitted = owners::lock(&self.cfg.owners).admit(&name, &key);
         if let Err((code, detail)) = admitted {
@@ -373,12 +423,6 @@ impl Rendezvous {
             }
         }
         self.by_addr.insert(from, name.clone());
-        // A refresh from the same key keeps what the peer told us about its NAT.
-        let nat = self
-            .peers
-            .get(&name)
-            .filter(|r| r.key == key)
-            .and_then(|r| r.nat);
         self.peers.insert(
             name,
             Registration {
@@ -391,12 +435,14 @@ impl Rendezvous {
         );
         self.stats.registrations += 1;
         let expires_secs = u32::try_from(self.cfg.registration_ttl.as_secs()).unwrap_or(u32::MAX);
+        let nonce = self.nonces.issue(now, from);
         self.send(
             from,
             &Frame::Registered {
                 txn,
                 observed: from,
                 expires_secs,
+                nonce,
             },
         );
     }
@@ -420,7 +466,9 @@ impl Rendezvous {
                 from,
                 txn,
                 ErrorCode::NotRegistered,
-                "register before connecting",
+                // No reason text: the source is unproven (it may be spoofed), so the answer
+                // stays no larger than the request; the code says it all.
+                "",
             );
         };
         if me == target {

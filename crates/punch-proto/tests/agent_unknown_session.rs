@@ -55,11 +55,19 @@ fn other_sessions_and_kinds_are_ignored() {
             name: "mallory".into(),
             key: [7; 32],
             private: vec![],
+            nat: None,
+            nonce: [1; 16],
+            sig: punch_proto::auth::Signature::empty(),
         },
         Frame::Registered {
             txn: 1,
             observed: stranger,
             expires_secs: 90,
+            nonce: [2; 16],
+        },
+        Frame::Challenge {
+            txn: 1,
+            nonce: [3; 16],
         },
         Frame::Connect {
             txn: 2,

@@ -26,8 +26,8 @@ mod agent_ops;
 #[path = "../../../fuzz/src/rendezvous_ops.rs"]
 mod rendezvous_ops;
 
-#[allow(dead_code)]
-#[path = "../../../fuzz/src/tcp_ops.rs"]
+#[allow(dead_code, unused_imports)]
+#[path = "../../../fuzz/src/tcp_ops/mod.rs"]
 mod tcp_ops;
 
 /// Every file in `fuzz/seeds/<target>/`, sorted by name; panics if there are none.

@@ -29,16 +29,16 @@ fn shared() -> SharedOwners {
 }
 
 fn assert_taken(h: &mut Harness, from: std::net::SocketAddr, txn: u64) -> String {
-    let sent = h.input(
-        from,
-        Frame::Register {
-            txn,
-            name: "alice".into(),
-            key: key(66),
-            private: vec![],
-        },
-    );
-    let (t, code, reason) = single_error(&sent, from);
+    // The thief signs properly with its own key: only the name's owner stops it.
+    let answer = h.register(from, txn, "alice", key(66), vec![]);
+    let Frame::Error {
+        txn: t,
+        code,
+        reason,
+    } = answer
+    else {
+        panic!("expected a refusal, got {answer:?}");
+    };
     assert_eq!((t, code), (txn, ErrorCode::NameTaken));
     assert!(reason.contains("alice"), "reason names the name: {reason}");
     reason

@@ -3,7 +3,9 @@
 //! more peers than its bound, only ever sends valid frames to addresses it heard from (no
 //! reflection toward third parties), answers each frame with at most two datagrams,
 //! answers a relayed datagram with at most three times its size, and drains every table
-//! and timer once time runs past every lifetime.
+//! and timer once time runs past every lifetime. Registrations come unsigned, signed as a
+//! client signs them (after the server's challenge), or signed by the wrong key; only the
+//! properly signed ones are accepted.
 
 #[path = "rendezvous_support.rs"]
 mod support;
@@ -13,6 +15,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
+use punch_proto::auth::{Nonce, RegisterRequest, SigningKey};
 use punch_proto::rendezvous::{
     Rendezvous, RendezvousConfig, CONNECT_DEDUP_TTL, INTRO_ATTEMPTS, INTRO_RETRANSMIT,
 };
@@ -71,20 +74,25 @@ fn txn() -> impl Strategy<Value = u64> {
     prop_oneof![0u64..4, any::<u64>()]
 }
 
+/// Four identities (key pairs from fixed seeds).
+fn signer(k: u8) -> SigningKey {
+    SigningKey::from_seed(&[k + 1; 32])
+}
+
 fn key() -> impl Strategy<Value = [u8; 32]> {
-    (0u8..4).prop_map(|k| [k; 32])
+    (0u8..4).prop_map(|k| signer(k).public_key())
 }
 
 fn frame(names: Vec<String>) -> impl Strategy<Value = Frame> {
     let name = move || prop::sample::select(names.clone());
     let private = || prop::collection::vec(addr(), 0..=MAX_PRIVATE_ADDRS);
     prop_oneof![
-        4 => (txn(), name(), key(), private())
-            .prop_map(|(txn, name, key, private)| Frame::Register { txn, name, key, private }),
+        2 => (txn(), name(), key(), private())
+            .prop_map(|(txn, name, key, private)| support::unsigned_register(txn, &name, key, private)),
         4 => (txn(), name()).prop_map(|(txn, target)| Frame::Connect { txn, target }),
         1 => any::<u64>().prop_map(|session| Frame::IntroduceAck { session }),
         1 => (txn(), addr(), any::<u32>())
-            .prop_map(|(txn, observed, expires_secs)| Frame::Registered { txn, observed, expires_secs }),
+            .prop_map(|(txn, observed, expires_secs)| Frame::Registered { txn, observed, expires_secs, nonce: [1; 16] }),
         1 => (txn(), any::<u64>(), any::<bool>(), name(), key(), addr(), private())
             .prop_map(|(txn, session, initiator, name, key, public, private)| Frame::Introduce {
                 txn, session, initiator, peer: PeerInfo { name, key, public, private },
@@ -112,11 +120,24 @@ enum Op {
     Relay(SocketAddr, usize, bool, bool, Vec<u8>),
     /// Let time pass and run the timers.
     Wait(Duration),
+    /// A registration as a client makes it: unsigned, then signed over the challenge's
+    /// nonce by identity `k` (or, if `forge`, by another identity than the key named).
+    Signed {
+        from: SocketAddr,
+        txn: u64,
+        name: String,
+        k: u8,
+        private: Vec<SocketAddr>,
+        forge: bool,
+    },
 }
 
 fn op(names: Vec<String>) -> impl Strategy<Value = Op> {
     prop_oneof![
-        8 => (addr(), frame(names)).prop_map(|(a, f)| Op::Frame(a, f)),
+        6 => (addr(), frame(names.clone())).prop_map(|(a, f)| Op::Frame(a, f)),
+        4 => (addr(), txn(), prop::sample::select(names), 0u8..4,
+              prop::collection::vec(addr(), 0..=MAX_PRIVATE_ADDRS), prop::bool::weighted(0.2))
+            .prop_map(|(from, txn, name, k, private, forge)| Op::Signed { from, txn, name, k, private, forge }),
         1 => (addr(), prop::collection::vec(any::<u8>(), 0..80)).prop_map(|(a, b)| Op::Bytes(a, b)),
         2 => (any::<usize>(), any::<bool>()).prop_map(|(n, right)| Op::Ack(n, right)),
         2 => (addr(), any::<usize>(), any::<bool>(), any::<bool>(), prop::collection::vec(any::<u8>(), 0..64))
@@ -132,6 +153,12 @@ struct Model {
     heard_from: HashSet<SocketAddr>,
     /// (destination, session) of every passive-side introduction sent.
     intros: Vec<(SocketAddr, u64)>,
+    /// The last challenge sent: (destination, txn, nonce).
+    challenge: Option<(SocketAddr, u64, Nonce)>,
+    /// Addresses a registration was ever accepted from.
+    registered: HashSet<SocketAddr>,
+    /// What the last drain sent: (destination, bytes).
+    last_out: Vec<(SocketAddr, usize)>,
 }
 
 impl Model {
@@ -167,21 +194,27 @@ impl Model {
     /// Drain the output and check every datagram; returns how many there were.
     fn drain(&mut self) -> Result<usize, TestCaseError> {
         let mut n = 0;
+        self.last_out.clear();
         while let Some((to, bytes)) = self.rv.poll_transmit() {
             n += 1;
+            self.last_out.push((to, bytes.len()));
             let frame = Frame::decode(&bytes);
             prop_assert!(frame.is_ok(), "the server sent an invalid frame: {frame:?}");
             prop_assert!(
                 self.heard_from.contains(&to),
                 "the server sent to {to}, which never sent it anything"
             );
-            if let Ok(Frame::Introduce {
-                session,
-                initiator: false,
-                ..
-            }) = frame
-            {
-                self.intros.push((to, session));
+            match frame {
+                Ok(Frame::Introduce {
+                    session,
+                    initiator: false,
+                    ..
+                }) => self.intros.push((to, session)),
+                Ok(Frame::Challenge { txn, nonce }) => self.challenge = Some((to, txn, nonce)),
+                Ok(Frame::Registered { .. }) => {
+                    self.registered.insert(to);
+                }
+                _ => {}
             }
         }
         prop_assert!(self.rv.peer_count() <= self.max_peers);
@@ -190,8 +223,24 @@ impl Model {
 
     fn feed(&mut self, from: SocketAddr, frame: Frame) -> Result<(), TestCaseError> {
         self.heard_from.insert(from);
-        self.rv.handle_frame(self.now, from, frame);
+        let request_len = frame.encoded_len().unwrap_or(0);
+        let unregistered = !self.registered.contains(&from);
+        self.rv.handle_frame(self.now, from, frame.clone());
         let n = self.drain()?;
+        // An unproven source (never registered: it may be spoofed) asking for an
+        // introduction gets at most its request's size back.
+        if matches!(frame, Frame::Connect { .. }) && unregistered {
+            let back: usize = self
+                .last_out
+                .iter()
+                .filter(|(to, _)| *to == from)
+                .map(|(_, n)| n)
+                .sum();
+            prop_assert!(
+                back <= request_len,
+                "{back} bytes back for a {request_len}-byte Connect"
+            );
+        }
         prop_assert!(n <= 2, "{n} datagrams in answer to one frame");
         Ok(())
     }
@@ -212,6 +261,9 @@ fn run(max_peers: usize, ttl: Duration, ops: Vec<Op>) -> Result<(), TestCaseErro
         now: t0,
         heard_from: HashSet::new(),
         intros: Vec::new(),
+        challenge: None,
+        registered: HashSet::new(),
+        last_out: Vec::new(),
     };
     for op in ops {
         match op {
@@ -253,6 +305,79 @@ fn run(max_peers: usize, ttl: Duration, ops: Vec<Op>) -> Result<(), TestCaseErro
                 };
                 let datagram = encode_relay(side, session, &payload);
                 m.feed_relay(from, &datagram)?;
+            }
+            Op::Signed {
+                from,
+                txn,
+                name,
+                k,
+                private,
+                forge,
+            } => {
+                let key = signer(k).public_key();
+                m.challenge = None;
+                let first = support::unsigned_register(txn, &name, key, private.clone());
+                if first.encode().is_err() {
+                    continue; // breaks a bound: the decoder would not let it through
+                }
+                m.feed(from, first)?;
+                let Some((to, t, nonce)) = m.challenge.take() else {
+                    // Rate-limited: no answer at all.
+                    continue;
+                };
+                prop_assert_eq!((to, t), (from, txn), "the challenge answers the request");
+                let req = RegisterRequest {
+                    name,
+                    private,
+                    nat: None,
+                    nonce,
+                };
+                let by = if forge {
+                    signer((k + 1) % 4)
+                } else {
+                    signer(k)
+                };
+                let Frame::Register { sig, .. } = req.signed(txn, &by) else {
+                    unreachable!()
+                };
+                let Frame::Register {
+                    txn,
+                    name,
+                    key: _,
+                    private,
+                    nat,
+                    nonce,
+                    ..
+                } = req.signed(txn, &signer(k))
+                else {
+                    unreachable!()
+                };
+                let frame = Frame::Register {
+                    txn,
+                    name,
+                    key,
+                    private,
+                    nat,
+                    nonce,
+                    sig,
+                };
+                let before = m.rv.stats().clone();
+                m.feed(from, frame)?;
+                let after = m.rv.stats();
+                if after.register_limited > before.register_limited {
+                    continue;
+                }
+                prop_assert_eq!(
+                    after.challenged,
+                    before.challenged,
+                    "a fresh nonce is taken"
+                );
+                if forge {
+                    prop_assert_eq!(after.bad_signatures, before.bad_signatures + 1);
+                    prop_assert_eq!(after.registrations, before.registrations);
+                } else {
+                    prop_assert_eq!(after.bad_signatures, before.bad_signatures);
+                }
             }
             Op::Wait(d) => {
                 m.now += d;

@@ -11,19 +11,13 @@ use std::time::Duration;
 use punch_proto::ratelimit::RateLimit;
 use punch_proto::rendezvous::RendezvousConfig;
 use punch_proto::wire::Frame;
-use support::{key, public, Harness};
+use support::{public, unsigned_register, Harness};
 
+/// A first (unsigned) registration: answered with a challenge unless limited.
 fn register(h: &mut Harness, host: u8, port: u16, n: u16) -> usize {
-    let sent = h.input(
-        public(host, port),
-        Frame::Register {
-            txn: u64::from(n),
-            name: format!("p{host}-{n}"),
-            key: key((n % 200) as u8 + 1),
-            private: vec![],
-        },
-    );
-    sent.len()
+    let name = format!("p{host}-{n}");
+    let frame = unsigned_register(u64::from(n), &name, [(n % 200) as u8 + 1; 32], vec![]);
+    h.input(public(host, port), frame).len()
 }
 
 #[test]

@@ -16,13 +16,12 @@ fn registration_is_answered_with_the_observed_address() {
     let mut h = Harness::new();
     let from = public(7, 40_000);
     let answer = h.register(from, 11, "alice", key(1), vec![private(2, 5000)]);
-    assert_eq!(
-        answer,
-        Frame::Registered {
-            txn: 11,
-            observed: from,
-            expires_secs: 90,
-        }
+    assert!(
+        matches!(
+            answer,
+            Frame::Registered { txn: 11, observed, expires_secs: 90, .. } if observed == from
+        ),
+        "{answer:?}"
     );
     assert_eq!(h.rv.peer_count(), 1);
     assert_eq!(h.rv.stats().registrations, 1);
@@ -36,13 +35,12 @@ fn refresh_is_answered_again_and_keeps_one_entry() {
     h.register_ok(from, "alice", key(1));
     h.set_time(Duration::from_secs(25));
     let answer = h.register(from, 12, "alice", key(1), vec![]);
-    assert_eq!(
-        answer,
-        Frame::Registered {
-            txn: 12,
-            observed: from,
-            expires_secs: 90,
-        }
+    assert!(
+        matches!(
+            answer,
+            Frame::Registered { txn: 12, observed, expires_secs: 90, .. } if observed == from
+        ),
+        "{answer:?}"
     );
     assert_eq!(h.rv.peer_count(), 1);
     assert_eq!(h.rv.stats().registrations, 2);
@@ -57,7 +55,7 @@ fn expires_secs_follows_the_configured_ttl() {
     let from = public(9, 1234);
     let answer = h.register(from, 3, "bob", key(2), vec![]);
     assert!(
-        matches!(answer, Frame::Registered { txn: 3, observed, expires_secs: 30 } if observed == from),
+        matches!(answer, Frame::Registered { txn: 3, observed, expires_secs: 30, .. } if observed == from),
         "{answer:?}"
     );
 }

@@ -9,6 +9,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use punch_proto::client::RELAY_PROBE_LEN;
 use punch_proto::relay::RelayConfig;
 use punch_proto::rendezvous::RendezvousConfig;
 use punch_proto::wire::{encode_relay, Frame, Side};
@@ -104,6 +105,21 @@ fn unknown_and_idle_sessions_are_refused() {
     assert!(
         reasons[0].starts_with("unknown relay session"),
         "{reasons:?}"
+    );
+    // The probe a client sends when the server answers again after a silence is answered
+    // too (an empty relayed datagram would not be: the answer may be at most 3x its size).
+    let probe = encode_relay(Side::Requester, session ^ 2, &[0; RELAY_PROBE_LEN]);
+    assert_eq!(h.rv.relay(h.now, bob, &probe), None);
+    assert_eq!(
+        closed_to(&mut h, bob, session ^ 2).len(),
+        1,
+        "the probe gets its answer"
+    );
+    let empty = encode_relay(Side::Requester, session ^ 3, &[]);
+    assert_eq!(h.rv.relay(h.now, bob, &empty), None);
+    assert!(
+        closed_to(&mut h, bob, session ^ 3).is_empty(),
+        "anti-amplification"
     );
 
     let d = encode_relay(Side::Requester, session, &[0x40; 100]);

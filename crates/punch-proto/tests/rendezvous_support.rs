@@ -1,6 +1,7 @@
 //! Shared harness of the `rendezvous_*` tests: a [`Rendezvous`] driven in virtual time
-//! (a base `Instant` plus durations), fixed addresses and keys, and its output drained as
-//! decoded frames.
+//! (a base `Instant` plus durations), fixed addresses and keys (real Ed25519 key pairs from
+//! fixed seeds, so registrations are signed as a client signs them), and its output drained
+//! as decoded frames.
 //!
 //! Each `rendezvous_*.rs` test includes this file with `#[path]`; cargo also builds it as a
 //! test target of its own, which holds no tests.
@@ -9,6 +10,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use punch_proto::auth::{RegisterRequest, Signature, SigningKey, NO_NONCE};
 use punch_proto::rendezvous::{Rendezvous, RendezvousConfig};
 use punch_proto::wire::{ErrorCode, Frame, KeyBytes, PeerInfo};
 
@@ -25,9 +27,36 @@ pub fn private(host: u8, port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::new(10, 0, 0, host), port))
 }
 
-/// A distinct identity key per `n`.
+/// The key pair of identity `n` (from the seed `[n; 32]`).
+pub fn signer(n: u8) -> SigningKey {
+    SigningKey::from_seed(&[n; 32])
+}
+
+/// A distinct identity (public) key per `n`.
 pub fn key(n: u8) -> KeyBytes {
-    [n; 32]
+    signer(n).public_key()
+}
+
+/// The key pair behind a public key made by [`key`].
+pub fn signer_of(public: &KeyBytes) -> SigningKey {
+    (0..=u8::MAX)
+        .map(signer)
+        .find(|s| s.public_key() == *public)
+        .expect("test keys come from key(n)")
+}
+
+/// A registration as an old or careless client sends it: no nonce, no signature (the
+/// server answers with a challenge).
+pub fn unsigned_register(txn: u64, name: &str, key: KeyBytes, private: Vec<SocketAddr>) -> Frame {
+    Frame::Register {
+        txn,
+        name: name.to_string(),
+        key,
+        private,
+        nat: None,
+        nonce: NO_NONCE,
+        sig: Signature::empty(),
+    }
 }
 
 /// A datagram the server sent, decoded.
@@ -108,8 +137,9 @@ impl Harness {
         out
     }
 
-    /// Register `name` with `key` from `from` (private addresses `private`); returns the
-    /// single answer.
+    /// Register `name` with `key` from `from` (private addresses `private`) as a client
+    /// does: unsigned first, then signed over the nonce of the challenge. Returns the
+    /// single answer to the signed request.
     pub fn register(
         &mut self,
         from: SocketAddr,
@@ -118,16 +148,24 @@ impl Harness {
         key: KeyBytes,
         private: Vec<SocketAddr>,
     ) -> Frame {
-        let sent = self.input(
-            from,
-            Frame::Register {
-                txn,
-                name: name.to_string(),
-                key,
-                private,
-            },
-        );
-        assert_eq!(sent.len(), 1, "one answer to a registration: {sent:?}");
+        let first = unsigned_register(txn, name, key, private.clone());
+        let nonce = match self.single_answer(from, first) {
+            Frame::Challenge { txn: t, nonce } if t == txn => nonce,
+            other => panic!("expected a challenge, got {other:?}"),
+        };
+        let req = RegisterRequest {
+            name: name.to_string(),
+            private,
+            nat: None,
+            nonce,
+        };
+        self.single_answer(from, req.signed(txn, &signer_of(&key)))
+    }
+
+    /// Feed `frame` from `from`; the one answer, which must go back to `from`.
+    pub fn single_answer(&mut self, from: SocketAddr, frame: Frame) -> Frame {
+        let sent = self.input(from, frame);
+        assert_eq!(sent.len(), 1, "one answer expected: {sent:?}");
         assert_eq!(sent[0].to, from, "the answer goes to the sender");
         sent[0].frame.clone()
     }

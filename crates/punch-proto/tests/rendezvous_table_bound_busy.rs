@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use punch_proto::rendezvous::RendezvousConfig;
 use punch_proto::wire::{ErrorCode, Frame};
-use support::{key, public, single_error, Harness};
+use support::{key, public, Harness};
 
 const TTL: Duration = Duration::from_secs(60);
 
@@ -25,24 +25,27 @@ fn full() -> Harness {
     h
 }
 
-fn register_d(h: &mut Harness, txn: u64) -> Vec<support::Sent> {
-    h.input(
-        public(4, 1000),
-        Frame::Register {
-            txn,
-            name: "d".into(),
-            key: key(4),
-            private: vec![],
-        },
-    )
+/// A signed registration that must be refused: its (txn, code).
+fn refused(
+    h: &mut Harness,
+    from: std::net::SocketAddr,
+    txn: u64,
+    name: &str,
+    n: u8,
+) -> (u64, ErrorCode) {
+    match h.register(from, txn, name, key(n), vec![]) {
+        Frame::Error { txn, code, .. } => (txn, code),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
 }
 
 #[test]
 fn fourth_name_gets_busy() {
     let mut h = full();
-    let sent = register_d(&mut h, 44);
-    let (txn, code, _) = single_error(&sent, public(4, 1000));
-    assert_eq!((txn, code), (44, ErrorCode::Busy));
+    assert_eq!(
+        refused(&mut h, public(4, 1000), 44, "d", 4),
+        (44, ErrorCode::Busy)
+    );
     assert_eq!(h.rv.peer_count(), 3);
 }
 
@@ -53,8 +56,10 @@ fn registered_peers_still_refresh_and_move_when_full() {
     h.register_ok(public(1, 1000), "a", key(1));
     h.register_ok(public(2, 2222), "b", key(2));
     assert_eq!(h.rv.peer_count(), 3);
-    let sent = register_d(&mut h, 45);
-    assert_eq!(single_error(&sent, public(4, 1000)).1, ErrorCode::Busy);
+    assert_eq!(
+        refused(&mut h, public(4, 1000), 45, "d", 4).1,
+        ErrorCode::Busy
+    );
 }
 
 #[test]
@@ -67,14 +72,8 @@ fn room_comes_back_when_registrations_expire() {
     h.register_ok(public(4, 1000), "d", key(4));
     h.register_ok(public(5, 1000), "e", key(5));
     assert_eq!(h.rv.peer_count(), 3);
-    let sent = h.input(
-        public(6, 1000),
-        Frame::Register {
-            txn: 6,
-            name: "f".into(),
-            key: key(6),
-            private: vec![],
-        },
+    assert_eq!(
+        refused(&mut h, public(6, 1000), 6, "f", 6).1,
+        ErrorCode::Busy
     );
-    assert_eq!(single_error(&sent, public(6, 1000)).1, ErrorCode::Busy);
 }

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use punch_proto::auth::{RegisterRequest, SigningKey, NO_NONCE};
 use punch_proto::tcp::framing::FrameReader;
 use punch_proto::tcp::registry::{Action, ConnId, Listener, TcpRegistry, TcpRegistryConfig};
 use punch_proto::wire::{ErrorCode, Frame};
@@ -37,18 +38,24 @@ fn drain(r: &mut TcpRegistry) -> Drained {
     (sent, closed, spliced)
 }
 
+/// Register as a client does: unsigned, challenged, then signed over the nonce by the key
+/// pair of seed `[key; 32]`.
 fn register(r: &mut TcpRegistry, now: Instant, conn: ConnId, remote: &str, name: &str, key: u8) {
     assert!(r.handle_open(now, conn, Listener::Main, addr(remote)));
-    r.handle_frame(
-        now,
-        conn,
-        Frame::Register {
-            txn: 1,
-            name: name.into(),
-            key: [key; 32],
-            private: vec![],
-        },
-    );
+    let signer = SigningKey::from_seed(&[key; 32]);
+    let mut req = RegisterRequest {
+        name: name.into(),
+        private: vec![],
+        nat: None,
+        nonce: NO_NONCE,
+    };
+    r.handle_frame(now, conn, req.signed(1, &signer));
+    let (sent, _, _) = drain(r);
+    req.nonce = match &sent[..] {
+        [(c, Frame::Challenge { txn: 1, nonce })] if *c == conn => *nonce,
+        other => panic!("expected a challenge, got {other:?}"),
+    };
+    r.handle_frame(now, conn, req.signed(1, &signer));
     let (sent, _, _) = drain(r);
     assert!(matches!(sent[0].1, Frame::Registered { observed, .. } if observed == addr(remote)));
 }
@@ -112,7 +119,7 @@ fn assist_sequence_introduces_both_sides_then_relays() {
             assert_eq!(peer.name, "alice");
             assert_eq!(peer.public, addr("198.51.100.2:41000"));
             assert_eq!(peer.private, a_private);
-            assert_eq!(peer.key, [1; 32]);
+            assert_eq!(peer.key, SigningKey::from_seed(&[1; 32]).public_key());
         }
         other => panic!("expected TcpIntroduce to B, got {other:?}"),
     }

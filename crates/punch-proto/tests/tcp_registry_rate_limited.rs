@@ -1,10 +1,13 @@
 //! Over TCP, registrations and introduction requests are limited per source IP address
 //! too; a request over the limit is answered `Busy` (a TCP peer cannot spoof its address,
 //! so the answer reaches only the one asking) and counted, and other addresses are served.
+//! (Every registration here is a client's first, unsigned one: under the limit it is
+//! answered with a challenge.)
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use punch_proto::auth::Signature;
 use punch_proto::ratelimit::RateLimit;
 use punch_proto::tcp::framing::FrameReader;
 use punch_proto::tcp::registry::{Action, ConnId, Listener, TcpRegistry, TcpRegistryConfig};
@@ -34,6 +37,9 @@ fn register(r: &mut TcpRegistry, now: Instant, id: u64, from: SocketAddr) {
             name: format!("p{id}"),
             key: [id as u8; 32],
             private: vec![],
+            nat: None,
+            nonce: [0; 16],
+            sig: Signature::empty(),
         },
     );
 }
@@ -56,7 +62,7 @@ fn one_address_past_its_burst_is_told_busy() {
     let got = answers(&mut r);
     let registered = got
         .iter()
-        .filter(|f| matches!(f, Frame::Registered { .. }))
+        .filter(|f| matches!(f, Frame::Challenge { .. }))
         .count();
     let busy = got
         .iter()
@@ -74,5 +80,5 @@ fn one_address_past_its_burst_is_told_busy() {
     assert_eq!(r.stats().rate_limited, 2);
     // Another address is served.
     register(&mut r, now, 9, "198.51.100.10:1000".parse().unwrap());
-    assert!(matches!(answers(&mut r)[..], [Frame::Registered { .. }]));
+    assert!(matches!(answers(&mut r)[..], [Frame::Challenge { .. }]));
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
+use punch_proto::auth::Signature;
 use punch_proto::tcp::framing::{encode_framed, FrameReader};
 use punch_proto::tcp::registry::{
     Action, ConnId, Listener, TcpRegistry, TcpRegistryConfig, FIRST_FRAME_TIMEOUT,
@@ -39,6 +40,9 @@ fn wrong_listener_wrong_state_and_unknown_sessions_close() {
             name: "a".into(),
             key: [0; 32],
             private: vec![],
+            nat: None,
+            nonce: [0; 16],
+            sig: Signature::empty(),
         },
     );
     // Connect before registering.

@@ -218,6 +218,8 @@ impl<'de> serde::Deserialize<'de> for PublicKey {
 #[derive(Clone)]
 pub struct Identity {
     key_pair: Arc<Ed25519KeyPair>,
+    /// The same key, as the sans-IO client signs registrations with it.
+    signing: punch_proto::auth::SigningKey,
     /// The PKCS#8 DER the key pair was made from, handed to rustls by [`crate::tls`].
     pkcs8: Arc<[u8]>,
     public: PublicKey,
@@ -252,11 +254,19 @@ impl Identity {
                 .try_into()
                 .expect("Ed25519 public key is 32 bytes"),
         );
+        let signing = punch_proto::auth::SigningKey::from_pkcs8(pkcs8)
+            .map_err(|e| IdentityError::InvalidKey(e.to_string()))?;
         Ok(Identity {
             key_pair: Arc::new(key_pair),
+            signing,
             pkcs8: pkcs8.into(),
             public,
         })
+    }
+
+    /// The key that signs our registrations with the rendezvous server (the same key).
+    pub fn signing_key(&self) -> punch_proto::auth::SigningKey {
+        self.signing.clone()
     }
 
     /// The identity stored in `dir/identity.key`, creating the directory and a new key on first

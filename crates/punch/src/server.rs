@@ -213,6 +213,11 @@ pub async fn run(
                             debug!(%from, ?frame, "frame");
                             lock(&registry).handle_frame(Instant::now().into_std(), from, frame)
                         }
+                        Err(wire::WireError::Version(v)) => {
+                            debug!(%from, version = v, "frame of another wire version");
+                            let now = Instant::now().into_std();
+                            lock(&registry).handle_other_version(now, from, &data);
+                        }
                         Err(e) => {
                             stats.malformed += 1;
                             debug!(%from, error = %e, "malformed frame");

@@ -33,6 +33,9 @@ fn register(name: &str, private: Vec<SocketAddr>) -> Frame {
         name: name.to_string(),
         key: [7; 32],
         private,
+        nat: None,
+        nonce: [0; 16],
+        sig: punch_proto::auth::Signature::empty(),
     }
 }
 
@@ -82,7 +85,9 @@ fn register_with_too_many_addresses() -> Vec<u8> {
     let full = register("alice", vec![a; max]).encode().unwrap();
     let one_less = register("alice", vec![a; max - 1]).encode().unwrap();
     let addr_len = full.len() - one_less.len();
-    let count_at = full.len() - max * addr_len - 1;
+    // After the list: the NAT type (None: one byte), the nonce (16) and the signature (64).
+    let tail = 1 + 16 + 64;
+    let count_at = full.len() - tail - max * addr_len - 1;
     assert_eq!(
         usize::from(full[count_at]),
         max,
@@ -94,6 +99,7 @@ fn register_with_too_many_addresses() -> Vec<u8> {
     for _ in 0..=max {
         long.extend_from_slice(one_addr);
     }
+    long.extend_from_slice(&full[full.len() - tail..]);
     assert!(matches!(Frame::decode(&long), Err(WireError::Bounds(_))));
     long
 }
@@ -235,10 +241,22 @@ async fn garbage_is_never_answered_and_the_server_survives() {
                 "the first answer after a batch must be <HI!>; a datagram of {batch:02x?} was answered"
             );
         }
-        // Still a working registry.
+        // Still a working registry: a challenge, then the signed registration is taken.
         sock.send_to(&register("alice", vec![]).encode().unwrap(), addr)
             .await
             .unwrap();
+        let (n, _) = sock.recv_from(&mut buf).await.unwrap();
+        let Ok(Frame::Challenge { txn: 1, nonce }) = Frame::decode(&buf[..n]) else {
+            panic!("expected a challenge: {:?}", Frame::decode(&buf[..n]));
+        };
+        let req = punch_proto::auth::RegisterRequest {
+            name: "alice".into(),
+            private: vec![],
+            nat: None,
+            nonce,
+        };
+        let key = punch_proto::auth::SigningKey::from_seed(&[7; 32]);
+        sock.send_to(&req.encode(1, &key).unwrap(), addr).await.unwrap();
         let (n, _) = sock.recv_from(&mut buf).await.unwrap();
         let me = sock.local_addr().unwrap();
         assert!(

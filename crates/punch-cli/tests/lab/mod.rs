@@ -286,6 +286,15 @@ impl Proc {
         false
     }
 
+    /// Ask it to stop as a service manager would (SIGTERM) and wait (bounded) for it to
+    /// exit; true if it did.
+    pub fn terminate(&mut self, timeout: Duration) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        self.finish(timeout)
+    }
+
     /// Its events, then the tail of its log (what a failure report shows).
     pub fn events_text(&self) -> String {
         let events = self

@@ -289,6 +289,32 @@ pub fn run_in(ns: &str, prog: &str, args: &[&str], timeout: Duration) -> Run {
 }
 
 /// Wait until every `IP:PORT` in `addrs` has a bound UDP socket in namespace `ns`.
+/// Until a STUN binding request from namespace `ns` to `addr` is answered (a few per
+/// second), at most `timeout`; true if one was.
+fn wait_answering(ns: &str, addr: &str, timeout: Duration) -> bool {
+    const PROBE: &str = "import os, socket, sys, time
+ip, port, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(0.2)
+end = time.monotonic() + secs
+while time.monotonic() < end:
+    s.sendto(bytes.fromhex('000100002112a442') + os.urandom(12), (ip, port))
+    try:
+        s.recv(2048)
+        sys.exit(0)
+    except socket.timeout:
+        pass
+sys.exit(1)";
+    let Some((ip, port)) = addr.rsplit_once(':') else {
+        return false;
+    };
+    Command::new("ip")
+        .args(["netns", "exec", ns, "python3", "-c", PROBE, ip, port])
+        .arg(timeout.as_secs_f64().to_string())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 pub fn wait_listening(ns: &str, addrs: &[String], timeout: Duration) -> bool {
     let end = Instant::now() + timeout;
     loop {
@@ -399,7 +425,10 @@ pub fn start_server(lab: &Lab, kind: Server, scratch: &ScratchDir) -> Daemon {
         ]);
     }
     let mut daemon = daemon;
-    let ready = wait_listening(&ns, &want, SERVER_READY_TIMEOUT);
+    // Bound sockets, then an answer to a binding request (a daemon may bind before its
+    // workers serve, and a loaded machine stretches that).
+    let ready = wait_listening(&ns, &want, SERVER_READY_TIMEOUT)
+        && wait_answering(&ns, &want[0], SERVER_READY_TIMEOUT);
     assert!(
         ready && daemon.alive(),
         "{} did not bind {want:?} within {SERVER_READY_TIMEOUT:?}:\n{}",

@@ -317,10 +317,14 @@ pub fn run(prefix: &str, a: &str, b: &str, fault: Fault) -> Result<Measured, Str
     };
     if m.flow_again > FLOW_BOUND {
         return Err(format!(
-            "messages flowed again only after {} ({m:?})\n bob: {}\n alice: {}",
+            "messages flowed again only after {} ({m:?})\n bob: {}\n alice: {}\n server: {}",
             secs(m.flow_again),
             pair.bob.events_text(),
-            pair.alice.events_text()
+            pair.alice.events_text(),
+            pair.server
+                .as_ref()
+                .map(|s| s.events_text())
+                .unwrap_or_default()
         ));
     }
     Ok(m)

@@ -53,8 +53,9 @@ pub use event::{
 pub use registration::{INITIAL_RTO, MAX_REGISTER_RTO, MAX_RTO};
 
 use crate::agent::{Agent, PunchConfig, Transmit};
+use crate::auth::SigningKey;
 use crate::nat::Classic;
-use crate::wire::{self, ErrorCode, Frame, KeyBytes, HI_RESPONSE, MAX_NAME_LEN};
+use crate::wire::{self, ErrorCode, Frame, HI_RESPONSE, MAX_NAME_LEN};
 use peer::Peer;
 use registration::Registration;
 use timer::{Timer, TimerTable};
@@ -83,6 +84,10 @@ pub const REPUNCH_AFTER_LOSS: Duration = Duration::from_secs(1);
 /// Wait before punching again after our local address changed: the registration from
 /// the new address lands first.
 pub const REPUNCH_AFTER_MOVE: Duration = Duration::from_millis(500);
+/// Payload of the relayed datagram that asks a server back from a silence whether it still
+/// holds a relay session (zeroes, which no peer takes for QUIC): with the relay header, a
+/// third of the longest refusal the server may send back.
+pub const RELAY_PROBE_LEN: usize = 80;
 /// Punching deadline after a lost direct path: the pair had a direct path moments ago,
 /// so one that does not come back this quickly is blocked by NAT state, and the session
 /// moves to a fresh port ([`Event::Rebind`]) rather than wait out the full deadline.
@@ -102,8 +107,8 @@ pub struct Config {
     pub server: SocketAddr,
     /// The name to register.
     pub name: String,
-    /// Our Ed25519 public key.
-    pub key: KeyBytes,
+    /// Our Ed25519 key: its public half is our identity, and it signs our registrations.
+    pub signer: SigningKey,
     /// Our private (host) addresses, offered to peers behind the same NAT.
     pub private: Vec<SocketAddr>,
     /// Registration refresh interval.
@@ -124,11 +129,11 @@ pub struct Config {
 
 impl Config {
     /// Defaults for everything but the server, the name and the key.
-    pub fn new(server: SocketAddr, name: impl Into<String>, key: KeyBytes) -> Config {
+    pub fn new(server: SocketAddr, name: impl Into<String>, signer: SigningKey) -> Config {
         Config {
             server,
             name: name.into(),
-            key,
+            signer,
             private: Vec::new(),
             server_keepalive: DEFAULT_SERVER_KEEPALIVE,
             server_timeout: DEFAULT_SERVER_TIMEOUT,
@@ -198,7 +203,8 @@ impl Session {
             return Err(SetupError::TooManyAddresses(cfg.private.len()));
         }
         let mut rng = StdRng::seed_from_u64(seed);
-        let reg = Registration::new(rng.random(), cfg.name.clone(), cfg.key, cfg.private.clone())
+        let (txn, signer) = (rng.random(), cfg.signer.clone());
+        let reg = Registration::new(txn, cfg.name.clone(), signer, cfg.private.clone())
             .map_err(|_| SetupError::InvalidName(cfg.name.clone()))?;
         let mut timers = TimerTable::default();
         timers.set(Timer::Register, now);
@@ -369,7 +375,10 @@ impl Session {
     /// punching is skipped where the two types rule out a direct path.
     pub fn set_nat(&mut self, now: Instant, classic: Classic) {
         self.own_nat = Some(classic);
-        self.send_frame(self.cfg.server, &Frame::NatType { classic });
+        // The server keeps it with our registration: register again, now.
+        if self.reg.set_nat(classic) {
+            self.timers.set(Timer::Register, now);
+        }
         // Without NAT or filter there is no mapping to hold open: refresh the registration
         // only as often as its lifetime needs.
         if classic == Classic::Open && self.cfg.server_keepalive < OPEN_SERVER_KEEPALIVE {
@@ -439,7 +448,13 @@ impl Session {
         };
         let from_server = from == self.cfg.server;
         match frame {
-            Frame::Registered { txn, observed, .. } if from_server && txn == self.reg.txn => {
+            Frame::Registered {
+                txn,
+                observed,
+                nonce,
+                ..
+            } if from_server && txn == self.reg.txn => {
+                self.reg.set_nonce(nonce);
                 let events = self.reg.answered(observed);
                 let back = events.iter().any(|e| matches!(e, Event::ServerBack { .. }));
                 for ev in events {
@@ -447,13 +462,13 @@ impl Session {
                 }
                 if back {
                     self.probe_relay_sessions();
-                }
-                // The server may have restarted and forgotten our NAT type: repeat it.
-                if let Some(classic) = self.own_nat {
-                    self.send_frame(self.cfg.server, &Frame::NatType { classic });
+                    self.hurry_connects(now);
                 }
                 self.timers
                     .set(Timer::Register, now + self.cfg.server_keepalive);
+            }
+            Frame::Challenge { txn, nonce } if from_server && txn == self.reg.txn => {
+                self.on_challenge(now, nonce)
             }
             Frame::Error { txn, code, reason } if from_server => {
                 self.on_error(now, txn, code, reason)
@@ -525,6 +540,16 @@ impl Session {
         }
     }
 
+    /// The server wants our registration signed over a nonce of its own (our first send, a
+    /// restarted server, or a new address): sign it and send it at once. The same nonce
+    /// twice waits for the retransmission timer, so a server that keeps challenging cannot
+    /// make us loop.
+    fn on_challenge(&mut self, now: Instant, nonce: crate::auth::Nonce) {
+        if self.reg.set_nonce(nonce) {
+            self.timers.set(Timer::Register, now);
+        }
+    }
+
     fn on_error(&mut self, now: Instant, txn: u64, code: ErrorCode, reason: String) {
         if txn == self.reg.txn {
             self.event(Event::RegistrationRefused { code, reason });
@@ -551,11 +576,18 @@ impl Session {
                 result: Err(ConnectError::Refused { code, reason }),
             }),
             // Our own request for a new introduction (after a lost path, or while the
-            // peer has not registered again after a server restart): try again later.
+            // peer has not registered again after a server restart): try again later. A
+            // peer we cannot reach at all (its relay session went with a restarted server)
+            // is most likely registering again itself, which a silent client retries every
+            // MAX_REGISTER_RTO: ask again after that long, not after the punching backoff.
             None => {
                 if let Some((key, p)) = self.peers.iter().find(|(_, p)| p.name == c.target) {
-                    let at = now + p.backoff.min(REPUNCH_FIRST);
-                    self.timers.set(Timer::Repunch(*key), at);
+                    let wait = if p.route == Route::None {
+                        MAX_REGISTER_RTO
+                    } else {
+                        p.backoff.min(REPUNCH_FIRST)
+                    };
+                    self.timers.set(Timer::Repunch(*key), now + wait);
                 }
             }
         }
@@ -612,11 +644,32 @@ impl Session {
         }
     }
 
-    /// The server answers again after a silence: ask it at once, with an empty relayed
-    /// datagram, whether it still holds the relay session of every peer we reach through
-    /// it. A restarted server answers "unknown relay session" and the peer is introduced
-    /// again; otherwise the datagram just refreshes the session. Waiting for QUIC's next
-    /// retransmission instead can take seconds after a long silence (its backoff).
+    /// The server answers again after a silence: send every pending introduction request
+    /// again now, with a fresh deadline. They went into the void while it was away, and one
+    /// left to its retransmission timer may give up just after the server's return, leaving
+    /// its peer waiting for it (a request of ours in flight makes us set aside a session the
+    /// peer asked for, see [`MUTUAL_WINDOW`]) until the next repunch, seconds later.
+    fn hurry_connects(&mut self, now: Instant) {
+        let timeout = self.cfg.server_timeout;
+        let mut hurried = Vec::new();
+        for (txn, c) in &mut self.connects {
+            c.rto = INITIAL_RTO;
+            c.give_up = now + timeout;
+            hurried.push(*txn);
+        }
+        for txn in hurried {
+            self.timers.set(Timer::Connect(txn), now);
+        }
+    }
+
+    /// The server answers again after a silence: ask it at once, with a relayed datagram
+    /// of [`RELAY_PROBE_LEN`] zero bytes, whether it still holds the relay session of every
+    /// peer we reach through it. A restarted server answers "unknown relay session" and
+    /// the peer is introduced again; otherwise the datagram refreshes the session and the
+    /// peer drops it (zeroes are not QUIC). Waiting for QUIC's next retransmission instead
+    /// can take seconds after a long silence (its backoff). The probe is padded because
+    /// the server answers a relayed datagram with at most three times its size: an empty
+    /// one would get no answer.
     fn probe_relay_sessions(&mut self) {
         if self.cfg.relay == RelayMode::Never {
             return;
@@ -625,7 +678,7 @@ impl Session {
             .peers
             .values()
             .filter(|p| matches!(p.route, Route::Relay { .. }) && p.relay_refused.is_none())
-            .map(|p| wire::encode_relay(p.side, p.session, &[]))
+            .map(|p| wire::encode_relay(p.side, p.session, &[0; RELAY_PROBE_LEN]))
             .collect();
         for probe in probes {
             self.send(self.cfg.server, probe);

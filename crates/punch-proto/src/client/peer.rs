@@ -207,7 +207,7 @@ impl Session {
             None
         };
         let key = info.key;
-        if key == self.cfg.key {
+        if key == self.cfg.signer.public_key() {
             return; // introduced to ourselves: nothing to punch
         }
         if !self.key_trusted(session, id, &info) {
@@ -233,7 +233,7 @@ impl Session {
                 self.timers.set(Timer::Passive(key), now + PASSIVE_TIMEOUT);
             }
         }
-        let me_smaller = self.cfg.key < key;
+        let me_smaller = self.cfg.signer.public_key() < key;
         let ours_pending = self.connects.values().any(|c| c.target == info.name);
         let p = self.peers.get_mut(&key).expect("inserted above");
         let recent = now.saturating_duration_since(p.introduced_at) < MUTUAL_WINDOW;
@@ -287,7 +287,7 @@ impl Session {
             self.set_route(key, route, Some(Path::relay(self.cfg.server)));
         }
         if mode != RelayMode::Only {
-            let own = &self.reg.private;
+            let own = self.reg.private();
             let mut candidates: Vec<(SocketAddr, CandidateKind)> = info
                 .private
                 .iter()
@@ -713,7 +713,7 @@ impl Session {
     /// The driver's connection to `peer` completed its handshake: `opened_by_us` for one
     /// we opened after [`Event::OpenConnection`], else one the peer opened.
     pub fn connection_up(&mut self, _now: Instant, peer: PeerKey, opened_by_us: bool) -> Verdict {
-        let me_smaller = self.cfg.key < peer;
+        let me_smaller = self.cfg.signer.public_key() < peer;
         let Some(p) = self.peers.get_mut(&peer) else {
             return Verdict::NotIntroduced;
         };

@@ -1,8 +1,9 @@
 //! The client's registration with the rendezvous server: refresh, retransmission, and
 //! noticing when the server goes silent or sees us at a new address.
 //!
-//! Owns the `Register` frame (rebuilt when our private addresses change), its transaction
-//! id, the retransmission timeout and what the server last observed. It does not own the
+//! Owns the `Register` frame (signed, and signed again when our private addresses, our
+//! NAT type or the server's nonce change; see [`crate::auth`]), its transaction id, the
+//! retransmission timeout and what the server last observed. It does not own the
 //! timer (the session's [`super::timer::TimerTable`] holds it) or what a silent server
 //! means for peers.
 
@@ -10,7 +11,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::event::Event;
-use crate::wire::{Frame, KeyBytes, WireError};
+use crate::auth::{Nonce, RegisterRequest, SigningKey, NO_NONCE};
+use crate::nat::Classic;
+use crate::wire::WireError;
 
 /// First retransmission timeout of a request to the server (RFC 8489 §6.2.1 uses 500 ms
 /// for STUN over UDP; the rendezvous server is usually closer, so start lower), doubled
@@ -25,9 +28,8 @@ pub const MAX_REGISTER_RTO: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub(crate) struct Registration {
     pub(crate) txn: u64,
-    name: String,
-    key: KeyBytes,
-    pub(crate) private: Vec<SocketAddr>,
+    req: RegisterRequest,
+    signer: SigningKey,
     pub(crate) frame: Vec<u8>,
     /// What the server observed last.
     pub(crate) public: Option<SocketAddr>,
@@ -42,38 +44,68 @@ impl Registration {
     pub(crate) fn new(
         txn: u64,
         name: String,
-        key: KeyBytes,
+        signer: SigningKey,
         private: Vec<SocketAddr>,
     ) -> Result<Registration, WireError> {
-        let mut r = Registration {
-            txn,
+        let req = RegisterRequest {
             name,
-            key,
-            private: Vec::new(),
-            frame: Vec::new(),
+            private,
+            nat: None,
+            nonce: NO_NONCE,
+        };
+        Ok(Registration {
+            txn,
+            frame: req.encode(txn, &signer)?,
+            req,
+            signer,
             public: None,
             unanswered_since: None,
             rto: INITIAL_RTO,
             lost: false,
-        };
-        r.set_private(private)?;
-        Ok(r)
+        })
+    }
+
+    /// Our host addresses as registered.
+    pub(crate) fn private(&self) -> &[SocketAddr] {
+        &self.req.private
+    }
+
+    /// Sign the request again into the frame; on a bound broken, keep what was.
+    fn resign(&mut self, next: RegisterRequest) -> Result<bool, WireError> {
+        if next == self.req {
+            return Ok(false);
+        }
+        self.frame = next.encode(self.txn, &self.signer)?;
+        self.req = next;
+        Ok(true)
     }
 
     /// Use `private` as our host addresses from the next send on. False if unchanged.
     pub(crate) fn set_private(&mut self, private: Vec<SocketAddr>) -> Result<bool, WireError> {
-        if private == self.private && !self.frame.is_empty() {
-            return Ok(false);
-        }
-        self.frame = Frame::Register {
-            txn: self.txn,
-            name: self.name.clone(),
-            key: self.key,
-            private: private.clone(),
-        }
-        .encode()?;
-        self.private = private;
-        Ok(true)
+        let next = RegisterRequest {
+            private,
+            ..self.req.clone()
+        };
+        self.resign(next)
+    }
+
+    /// Our NAT type, once discovery found it. False if unchanged.
+    pub(crate) fn set_nat(&mut self, nat: Classic) -> bool {
+        let next = RegisterRequest {
+            nat: Some(nat),
+            ..self.req.clone()
+        };
+        // The NAT type adds a byte or two: the bounds checked at the start still hold.
+        self.resign(next).unwrap_or(false)
+    }
+
+    /// The server's nonce for the next send. False if it is the one we sign with already.
+    pub(crate) fn set_nonce(&mut self, nonce: Nonce) -> bool {
+        let next = RegisterRequest {
+            nonce,
+            ..self.req.clone()
+        };
+        self.resign(next).unwrap_or(false)
     }
 
     /// A send at `now`: returns when to send again if no answer comes.

@@ -20,6 +20,15 @@ pub enum FramingError {
     /// The frame's bytes do not decode.
     #[error("bad frame on stream: {0}")]
     Wire(#[from] WireError),
+    /// A punch frame of another wire version (its bytes, without the length prefix), for
+    /// the caller to answer if it can ([`crate::wire::legacy_upgrade_answer`]).
+    #[error("frame of wire version {version} on stream")]
+    OtherVersion {
+        /// The version byte.
+        version: u8,
+        /// The frame as received.
+        frame: Vec<u8>,
+    },
 }
 
 /// `frame` with its length prefix, ready to write to a stream.
@@ -61,7 +70,14 @@ impl FrameReader {
         if self.buf.len() < LEN_PREFIX + len {
             return Ok(None);
         }
-        let frame = Frame::decode(&self.buf[LEN_PREFIX..LEN_PREFIX + len]);
+        let body = &self.buf[LEN_PREFIX..LEN_PREFIX + len];
+        let frame = match Frame::decode(body) {
+            Err(WireError::Version(version)) => Err(FramingError::OtherVersion {
+                version,
+                frame: body.to_vec(),
+            }),
+            other => other.map_err(FramingError::from),
+        };
         self.buf.drain(..LEN_PREFIX + len);
         Ok(Some(frame?))
     }

@@ -20,10 +20,11 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::framing::encode_framed;
+use super::framing::{encode_framed, LEN_PREFIX};
+use crate::auth::{self, Nonces};
 use crate::owners::{self, Owners, OwnersConfig, SharedOwners};
 use crate::ratelimit::{self, Limiter, RateLimit};
-use crate::wire::{ErrorCode, Frame, KeyBytes, PeerInfo, MAX_REASON_LEN};
+use crate::wire::{self, ErrorCode, Frame, KeyBytes, PeerInfo, MAX_REASON_LEN};
 
 /// Registration lifetime without a keepalive (clients refresh every 25 s).
 pub const DEFAULT_REGISTRATION_TTL: Duration = Duration::from_secs(90);
@@ -96,6 +97,8 @@ pub struct TcpRegistryConfig {
     pub register_limit: RateLimit,
     /// Introduction requests per source address (over it: answered `Busy`).
     pub connect_limit: RateLimit,
+    /// Key of the registration nonces ([`crate::auth::Nonces`]); random by default.
+    pub nonce_secret: [u8; 32],
 }
 
 impl Default for TcpRegistryConfig {
@@ -110,6 +113,7 @@ impl Default for TcpRegistryConfig {
             owners: Owners::shared(OwnersConfig::default()),
             register_limit: ratelimit::DEFAULT_REGISTER,
             connect_limit: ratelimit::DEFAULT_CONNECT,
+            nonce_secret: rand::random(),
         }
     }
 }
@@ -129,6 +133,13 @@ pub struct TcpStats {
     pub rejected: u64,
     /// Requests answered `Busy` over a per-source rate limit.
     pub rate_limited: u64,
+    /// Registrations without a nonce issued to their address lately, answered with a
+    /// challenge.
+    pub challenged: u64,
+    /// Registrations refused for a signature that is not their key's.
+    pub bad_signatures: u64,
+    /// Version-1 (unsigned) registrations told to upgrade.
+    pub legacy_refused: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,7 +203,9 @@ pub struct TcpRegistry {
     rng: StdRng,
     stats: TcpStats,
     register_limiter: Limiter,
+    challenge_limiter: Limiter,
     connect_limiter: Limiter,
+    nonces: Nonces,
 }
 
 impl TcpRegistry {
@@ -206,7 +219,9 @@ impl TcpRegistry {
             rng: StdRng::seed_from_u64(seed),
             stats: TcpStats::default(),
             register_limiter: Limiter::new(cfg.register_limit),
+            challenge_limiter: Limiter::new(cfg.register_limit),
             connect_limiter: Limiter::new(cfg.connect_limit),
+            nonces: Nonces::new(&cfg.nonce_secret),
             cfg,
         }
     }
@@ -321,6 +336,31 @@ impl TcpRegistry {
         self.reject(conn);
     }
 
+    /// A connection sent a punch frame of another version (`frame`, without its length
+    /// prefix): a version-1 registration as the first frame of a main connection is told
+    /// to upgrade ([`wire::legacy_upgrade_answer`]) and closed; anything else is rejected.
+    pub fn handle_other_version(&mut self, conn: ConnId, frame: &[u8]) {
+        let first_on_main = self
+            .conns
+            .get(&conn)
+            .is_some_and(|c| c.listener == Listener::Main && matches!(c.role, Role::New { .. }));
+        match wire::legacy_upgrade_answer(frame).filter(|_| first_on_main) {
+            Some(answer) => {
+                self.stats.legacy_refused += 1;
+                // At most MAX_FRAME_LEN (1200) bytes: fits the u16 prefix.
+                let mut bytes = (answer.len() as u16).to_be_bytes().to_vec();
+                debug_assert_eq!(bytes.len(), LEN_PREFIX);
+                bytes.extend_from_slice(&answer);
+                self.actions.push_back(Action::Send(conn, bytes));
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.role = Role::Closing;
+                }
+                self.actions.push_back(Action::Close(conn));
+            }
+            None => self.reject(conn),
+        }
+    }
+
     fn reject(&mut self, conn: ConnId) {
         self.stats.rejected += 1;
         self.actions.push_back(Action::Close(conn));
@@ -355,10 +395,35 @@ impl TcpRegistry {
             (
                 Listener::Main,
                 Role::New { .. } | Role::Control { .. },
-                Frame::Register { txn, name, key, .. },
+                Frame::Register {
+                    txn,
+                    name,
+                    key,
+                    private,
+                    nat,
+                    nonce,
+                    sig,
+                },
             ) => {
-                if !self.register_limiter.allow(now, remote.ip()) {
+                // As over UDP: the nonce, its step's limit, then the signature.
+                let proven = self.nonces.check(now, remote, &nonce);
+                let limiter = if proven {
+                    &mut self.register_limiter
+                } else {
+                    &mut self.challenge_limiter
+                };
+                if !limiter.allow(now, remote.ip()) {
                     return self.limited(conn, txn);
+                }
+                if !proven {
+                    self.stats.challenged += 1;
+                    let nonce = self.nonces.issue(now, remote);
+                    return self.send(conn, &Frame::Challenge { txn, nonce });
+                }
+                if !auth::verify_register(&name, &key, &private, nat, &nonce, &sig) {
+                    self.stats.bad_signatures += 1;
+                    let detail = "the registration is not signed by its key";
+                    return self.error(conn, txn, ErrorCode::BadSignature, detail);
                 }
                 self.register(now, conn, remote, txn, name, key)
             }
@@ -431,12 +496,14 @@ impl TcpRegistry {
         }
         self.stats.registrations += 1;
         let expires_secs = u32::try_from(self.cfg.registration_ttl.as_secs()).unwrap_or(u32::MAX);
+        let nonce = self.nonces.issue(now, remote);
         self.send(
             conn,
             &Frame::Registered {
                 txn,
                 observed: remote,
                 expires_secs,
+                nonce,
             },
         );
     }

@@ -21,12 +21,17 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{Nonce, Signature};
 use crate::nat::Classic;
 
 /// First byte of every punch frame (see the module doc for the demultiplexing ranges).
 pub const FRAME_TAG: u8 = 0x2A;
 /// Version of the frame encoding; bumped on any incompatible change.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
+/// The previous version: registrations were unsigned. A server answers a version-1
+/// registration with a version-1 [`Frame::Error`] that says to upgrade
+/// ([`legacy_upgrade_answer`]), so an old client reports why instead of waiting.
+pub const LEGACY_WIRE_VERSION: u8 = 1;
 /// Largest datagram punch sends or accepts as a frame. 1200 bytes fits every path that
 /// carries QUIC (RFC 9000 §14: QUIC requires a 1200-byte MTU), so frames are never fragmented.
 pub const MAX_FRAME_LEN: usize = 1200;
@@ -74,6 +79,8 @@ pub enum ErrorCode {
     Busy,
     /// The request was malformed or broke a bound.
     BadRequest,
+    /// A registration's signature is not its key's (see [`crate::auth`]).
+    BadSignature,
 }
 
 impl ErrorCode {
@@ -86,6 +93,7 @@ impl ErrorCode {
             ErrorCode::NotRegistered => "not registered with the server",
             ErrorCode::Busy => "server busy",
             ErrorCode::BadRequest => "bad request",
+            ErrorCode::BadSignature => "bad signature: the registration is not signed by its key",
         }
     }
 }
@@ -95,6 +103,9 @@ impl ErrorCode {
 #[non_exhaustive]
 pub enum Frame {
     /// Client -> server: register (or refresh) `name` with `key`. Also the keepalive.
+    /// Signed by `key` over everything it sets and a nonce the server issued to the
+    /// sender's address (see [`crate::auth`]); answered by [`Frame::Registered`],
+    /// [`Frame::Challenge`] (no valid nonce) or [`Frame::Error`].
     Register {
         /// Transaction id chosen by the client; echoed in the answer.
         txn: u64,
@@ -104,6 +115,13 @@ pub enum Frame {
         key: KeyBytes,
         /// The client's private (host) addresses.
         private: Vec<SocketAddr>,
+        /// What discovery found our NAT to be, once known: kept with the registration
+        /// and told to the peers we are introduced to.
+        nat: Option<Classic>,
+        /// The nonce the server last issued to this address.
+        nonce: Nonce,
+        /// `key`'s signature ([`crate::auth::register_message`]).
+        sig: Signature,
     },
     /// Server -> client: registration accepted.
     Registered {
@@ -113,6 +131,8 @@ pub enum Frame {
         observed: SocketAddr,
         /// Seconds after which the registration expires unless refreshed.
         expires_secs: u32,
+        /// The nonce to sign the next refresh with.
+        nonce: Nonce,
     },
     /// Client -> server: please introduce me to `target`.
     Connect {
@@ -239,18 +259,20 @@ pub enum Frame {
         /// The session.
         session: u64,
     },
-    /// Client -> server: what discovery found our NAT to be; kept with the registration
-    /// and told to the peers we are introduced to.
-    NatType {
-        /// The classic type.
-        classic: Classic,
-    },
     /// Server -> client, after an introduction: the other side's NAT type, when known.
     PeerNat {
         /// The punching session.
         session: u64,
         /// The other side's classic type.
         classic: Classic,
+    },
+    /// Server -> client: the registration `txn` carried no nonce issued to its address
+    /// lately; sign it again with `nonce`. Smaller than the request it answers.
+    Challenge {
+        /// The registration answered.
+        txn: u64,
+        /// The nonce to sign with.
+        nonce: Nonce,
     },
 }
 
@@ -365,6 +387,38 @@ impl Frame {
     }
 }
 
+/// What an old (version 1) client is told when it registers: upgrade.
+pub const UPGRADE_REASON: &str =
+    "this server needs signed registrations (wire version 2): upgrade punch";
+
+/// The answer to a version-1 [`Frame::Register`]: a version-1 [`Frame::Error`]
+/// ([`ErrorCode::BadRequest`], [`UPGRADE_REASON`]) for its transaction, which an old client
+/// decodes and reports. `None` for anything else (other version-1 frames get silence), and
+/// for a request so short the answer would amplify it more than twofold.
+///
+/// Version 1 and 2 agree on what this needs: `Register` is variant 0 and starts with its
+/// `txn`, `Error` is variant 5 with the same fields, and `BadRequest` keeps its index.
+pub fn legacy_upgrade_answer(buf: &[u8]) -> Option<Vec<u8>> {
+    if buf.len() < 3 || buf.len() > MAX_FRAME_LEN || buf[0] != FRAME_TAG {
+        return None;
+    }
+    if buf[1] != LEGACY_WIRE_VERSION {
+        return None;
+    }
+    let ((variant, txn), _): ((u32, u64), _) = postcard::take_from_bytes(&buf[2..]).ok()?;
+    if variant != 0 {
+        return None;
+    }
+    let answer = Frame::Error {
+        txn,
+        code: ErrorCode::BadRequest,
+        reason: UPGRADE_REASON.to_string(),
+    };
+    let mut out = answer.encode().ok()?;
+    out[1] = LEGACY_WIRE_VERSION;
+    (out.len() <= 2 * buf.len()).then_some(out)
+}
+
 /// First byte of a relayed datagram. Relayed datagrams are not [`Frame`]s: the server
 /// forwards them without decoding the payload, so the header is fixed and tiny.
 ///
@@ -450,6 +504,73 @@ mod tests {
         bad[1] = 7;
         assert_eq!(decode_relay(&bad), None);
         assert!(!is_frame(&b), "relay datagrams are not frames");
+    }
+
+    /// Pins the version-1 layout an old client sends and decodes.
+    #[test]
+    fn old_clients_are_told_to_upgrade() {
+        let mut v1 = vec![FRAME_TAG, LEGACY_WIRE_VERSION];
+        let private: Vec<SocketAddr> = vec!["10.0.0.2:5000".parse().unwrap()];
+        v1.extend(postcard::to_allocvec(&(0u32, 77u64, "alice", [9u8; 32], private)).unwrap());
+        assert_eq!(Frame::decode(&v1), Err(WireError::Version(1)));
+        let mut answer = legacy_upgrade_answer(&v1).expect("an answer");
+        assert_eq!(answer[1], LEGACY_WIRE_VERSION);
+        assert!(answer.len() <= 2 * v1.len());
+        // A version-1 client decodes this body as Error { txn, BadRequest (index 5), reason }.
+        assert_eq!(&answer[2..4], &[5, 77]);
+        assert_eq!(answer[4], 5);
+        answer[1] = WIRE_VERSION;
+        assert_eq!(
+            Frame::decode(&answer),
+            Ok(Frame::Error {
+                txn: 77,
+                code: ErrorCode::BadRequest,
+                reason: UPGRADE_REASON.into()
+            })
+        );
+        // Other version-1 frames, and other versions, get nothing.
+        let mut connect = vec![FRAME_TAG, LEGACY_WIRE_VERSION];
+        connect.extend(postcard::to_allocvec(&(2u32, 1u64, "bob")).unwrap());
+        assert_eq!(legacy_upgrade_answer(&connect), None);
+        v1[1] = 3;
+        assert_eq!(legacy_upgrade_answer(&v1), None);
+    }
+
+    /// The lab's Python tools (`lab/punchwire.py`) build and read frames by these
+    /// variant indices: a change here must change them too.
+    #[test]
+    fn variant_indices_the_lab_tools_use() {
+        let variant = |f: Frame| f.encode().unwrap()[2];
+        let nonce = [1; 16];
+        assert_eq!(
+            variant(Frame::Registered {
+                txn: 1,
+                observed: "192.0.2.1:1".parse().unwrap(),
+                expires_secs: 1,
+                nonce
+            }),
+            1
+        );
+        assert_eq!(
+            variant(Frame::Error {
+                txn: 1,
+                code: ErrorCode::Busy,
+                reason: String::new()
+            }),
+            5
+        );
+        assert_eq!(variant(Frame::Challenge { txn: 1, nonce }), 20);
+        let code = |c: ErrorCode| {
+            Frame::Error {
+                txn: 0,
+                code: c,
+                reason: String::new(),
+            }
+            .encode()
+            .unwrap()[4]
+        };
+        assert_eq!(code(ErrorCode::NameTaken), 1);
+        assert_eq!(code(ErrorCode::BadSignature), 6);
     }
 
     #[test]

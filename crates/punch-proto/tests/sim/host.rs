@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use punch_proto::agent::{PunchConfig, Transmit};
+use punch_proto::auth::SigningKey;
 use punch_proto::client::{Config, Event, PathKind, PeerKey, RelayMode, Route, Session};
 use punch_proto::nat::Classic;
 use punch_proto::wire::{self, Frame};
@@ -108,12 +109,13 @@ impl Host {
         cfg: HostConfig,
         site: SiteId,
         addr: SocketAddr,
-        key: PeerKey,
+        signer: SigningKey,
         base: Instant,
         now: Instant,
         seed: u64,
     ) -> Host {
-        let mut scfg = Config::new(SERVER, cfg.name.clone(), key);
+        let key: PeerKey = signer.public_key();
+        let mut scfg = Config::new(SERVER, cfg.name.clone(), signer);
         scfg.private = vec![addr];
         scfg.punch = cfg.punch.clone();
         scfg.relay = cfg.relay;
@@ -234,10 +236,20 @@ impl Host {
             let mut busy = false;
             while let Some(ev) = self.session.poll_event() {
                 busy = true;
+                if std::env::var_os("SIM_TRACE").is_some() {
+                    eprintln!("{at:?} {} {ev:?}", self.cfg.name);
+                }
                 self.on_event(at, now, &ev);
                 self.events.push((at, ev));
             }
             while let Some(t) = self.session.poll_transmit() {
+                if std::env::var_os("SIM_TRACE").is_some() {
+                    if let Ok(f) = Frame::decode(&t.payload) {
+                        if !matches!(f, Frame::Probe { .. } | Frame::ProbeAck { .. }) {
+                            eprintln!("{at:?} {} sends {f:?} to {}", self.cfg.name, t.dest);
+                        }
+                    }
+                }
                 self.outbox.push(t);
             }
             for (peer, payload) in self.app.take_out() {

@@ -22,6 +22,11 @@
 //! Off by default, as Linux masquerade. When on, it is the NAT loopback of consumer
 //! routers (RFC 4787 REQ-9): a LAN packet to the NAT's own public ip:port gets its source
 //! masqueraded, then goes to the LAN endpoint owning that public port, whatever the filter.
+//!
+//! # Tracing a run
+//! With `SIM_TRACE=1` in the environment, every host prints its session's events and the
+//! frames it sends (probes aside), and the server the frames it takes and answers, each
+//! with its virtual time: how a failing seed is read.
 
 #![allow(dead_code)]
 
@@ -40,6 +45,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use punch_proto::agent::Transmit;
+use punch_proto::auth::SigningKey;
 use punch_proto::client::{ConnectId, PeerKey, Session};
 use punch_proto::wire::Frame;
 use rand::rngs::StdRng;
@@ -289,14 +295,14 @@ impl Sim {
     }
 
     /// Add a host with one UDP socket on `port`, running a client session set up by
-    /// `cfg` that starts (registers) now. Its key is `[id + 1; 32]`.
+    /// `cfg` that starts (registers) now. Its key pair comes from the seed `[id + 1; 32]`.
     pub fn add_host(&mut self, site: SiteId, port: u16, cfg: HostConfig) -> HostId {
         let id = self.hosts.len();
         let addr = self.attach(site, id, port);
-        let key = [u8::try_from(id + 1).expect("few hosts"); 32];
+        let signer = SigningKey::from_seed(&[u8::try_from(id + 1).expect("few hosts"); 32]);
         let seed = self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (id as u64 + 1);
         let now = self.instant(self.now);
-        let host = Host::new(cfg, site, addr, key, self.base, now, seed);
+        let host = Host::new(cfg, site, addr, signer, self.base, now, seed);
         self.hosts.push(host);
         self.flush_host(id);
         id

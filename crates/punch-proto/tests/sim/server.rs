@@ -77,9 +77,19 @@ impl ServerNode {
                 out.push((to, data.to_vec()));
             }
         } else if let Ok(frame) = Frame::decode(data) {
+            if std::env::var_os("SIM_TRACE").is_some() {
+                eprintln!("{now:?} server <- {from} {frame:?}");
+            }
             self.rdv.handle_frame(now, from, frame);
         }
         out.extend(self.wake(now));
+        if std::env::var_os("SIM_TRACE").is_some() {
+            for (to, d) in &out {
+                if let Ok(f) = Frame::decode(d) {
+                    eprintln!("{now:?} server -> {to} {f:?}");
+                }
+            }
+        }
         out
     }
 

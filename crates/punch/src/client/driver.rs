@@ -124,11 +124,10 @@ fn private_addrs(ip: IpAddr, port: u16) -> Vec<SocketAddr> {
 impl Driver {
     pub(super) fn new(s: Setup) -> Result<Driver, ClientError> {
         let local_ip = crate::nat::local_ip_toward(s.cfg.server, s.cfg.bind.ip());
-        let key = *s.identity.public_key().as_bytes();
         let session_cfg = Config {
             server: s.cfg.server,
             name: s.cfg.name.clone(),
-            key,
+            signer: s.identity.signing_key(),
             private: private_addrs(local_ip, s.local.port()),
             server_keepalive: s.cfg.server_keepalive,
             server_timeout: s.cfg.server_timeout,

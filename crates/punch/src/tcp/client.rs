@@ -29,6 +29,7 @@ use super::punch::{initiate, read_one_frame, respond, write_frame, TcpLink};
 use crate::client::{AbortOnDrop, ClientEvent};
 use crate::identity::{Identity, PublicKey};
 use crate::known_peers::KnownPeers;
+use punch_proto::auth::{RegisterRequest, NO_NONCE};
 
 /// First pause before connecting again after the control connection was lost; doubles
 /// up to [`RECONNECT_MAX`].
@@ -255,12 +256,12 @@ async fn supervise(ctx: Arc<Ctx>, mut ctl: mpsc::Receiver<Ctl>, state: watch::Se
     loop {
         let _ = state.send(TcpState::Connecting);
         match register(&ctx).await {
-            Ok((stream, public, local, register)) => {
+            Ok((stream, public, local, keepalive)) => {
                 info!(%public, "registered over TCP");
                 *ctx.local_ip.lock().unwrap_or_else(|e| e.into_inner()) = local.ip();
                 let _ = state.send(TcpState::Up { public, local });
                 backoff = RECONNECT_FIRST;
-                if !serve(&ctx, stream, &mut ctl, &register).await {
+                if !serve(&ctx, stream, &mut ctl, keepalive).await {
                     return;
                 }
                 let _ = state.send(TcpState::Down("control connection lost".into()));
@@ -303,10 +304,24 @@ async fn refuse_all(ctx: &Ctx, mut ctl: mpsc::Receiver<Ctl>) {
     }
 }
 
-type Registered = (TcpStream, SocketAddr, SocketAddr, Frame);
+type Registered = (TcpStream, SocketAddr, SocketAddr, Keepalive);
 
-/// Connect to the main port and register: the stream, our public and local addresses,
-/// and the registration frame (re-sent as the keepalive). `Err(Ok(..))` is a refusal.
+/// Our registration on the control connection, re-sent (signed over the server's latest
+/// nonce) as the keepalive.
+struct Keepalive {
+    txn: u64,
+    req: RegisterRequest,
+}
+
+impl Keepalive {
+    fn frame(&self, ctx: &Ctx) -> Frame {
+        self.req.signed(self.txn, &ctx.identity.signing_key())
+    }
+}
+
+/// Connect to the main port and register, answering the server's challenge (see
+/// [`punch_proto::auth`]): the stream, our public and local addresses, and the
+/// registration to keep alive. `Err(Ok(..))` is a refusal.
 async fn register(ctx: &Ctx) -> Result<Registered, Result<(ErrorCode, String), String>> {
     let timeout = ctx.cfg.server_timeout;
     let server = ctx.server_main;
@@ -316,21 +331,38 @@ async fn register(ctx: &Ctx) -> Result<Registered, Result<(ErrorCode, String), S
         .map_err(|e| Err(format!("cannot connect to {server}/tcp: {e}")))?;
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().map_err(|e| Err(e.to_string()))?;
-    let txn: u64 = rand::rng().random();
-    let register = Frame::Register {
-        txn,
-        name: ctx.cfg.name.clone(),
-        key: *ctx.identity.public_key().as_bytes(),
-        private: vec![local],
+    let mut reg = Keepalive {
+        txn: rand::rng().random(),
+        req: RegisterRequest {
+            name: ctx.cfg.name.clone(),
+            private: vec![local],
+            nat: None,
+            nonce: NO_NONCE,
+        },
     };
+    let txn = reg.txn;
     let answer: Result<io::Result<Result<SocketAddr, (ErrorCode, String)>>, _> =
         tokio::time::timeout(timeout, async {
-            write_frame(&mut stream, &register).await?;
+            write_frame(&mut stream, &reg.frame(ctx)).await?;
             loop {
                 match read_one_frame(&mut stream).await? {
                     Frame::Registered {
-                        txn: t, observed, ..
-                    } if t == txn => return Ok(Ok(observed)),
+                        txn: t,
+                        observed,
+                        nonce,
+                        ..
+                    } if t == txn => {
+                        reg.req.nonce = nonce;
+                        return Ok(Ok(observed));
+                    }
+                    Frame::Challenge { txn: t, nonce } if t == txn => {
+                        if nonce == reg.req.nonce {
+                            let e = "the server refused our signed registration twice";
+                            return Err(io::Error::other(e));
+                        }
+                        reg.req.nonce = nonce;
+                        write_frame(&mut stream, &reg.frame(ctx)).await?;
+                    }
                     Frame::Error {
                         txn: t,
                         code,
@@ -347,7 +379,7 @@ async fn register(ctx: &Ctx) -> Result<Registered, Result<(ErrorCode, String), S
         ))),
         Ok(Err(e)) => Err(Err(format!("{server}/tcp: {e}"))),
         Ok(Ok(Err(refused))) => Err(Ok(refused)),
-        Ok(Ok(Ok(public))) => Ok((stream, public, local, register)),
+        Ok(Ok(Ok(public))) => Ok((stream, public, local, reg)),
     }
 }
 
@@ -357,7 +389,7 @@ async fn serve(
     ctx: &Arc<Ctx>,
     mut stream: TcpStream,
     ctl: &mut mpsc::Receiver<Ctl>,
-    register: &Frame,
+    mut keepalive: Keepalive,
 ) -> bool {
     let mut reader = FrameReader::new();
     let mut buf = [0u8; 2048];
@@ -482,6 +514,19 @@ async fn serve(
                                 let _ = tx.send(Some(reason));
                             }
                         }
+                        Frame::Registered { txn, nonce, .. } if txn == keepalive.txn => {
+                            keepalive.req.nonce = nonce;
+                        }
+                        // A nonce expired (we slept) or the server restarted its keys: sign
+                        // again now. The same nonce twice waits for the next keepalive.
+                        Frame::Challenge { txn, nonce }
+                            if txn == keepalive.txn && nonce != keepalive.req.nonce =>
+                        {
+                            keepalive.req.nonce = nonce;
+                            if write_frame(&mut stream, &keepalive.frame(ctx)).await.is_err() {
+                                break 'outer;
+                            }
+                        }
                         Frame::Error { txn, code, reason } => {
                             if let Some((_, _, reply)) = pending.remove(&txn) {
                                 let _ = reply.send(Err(ConnectError::Refused { code, reason }));
@@ -542,7 +587,7 @@ async fn serve(
             }
             _ = tokio::time::sleep_until(next_keepalive) => {
                 next_keepalive = Instant::now() + ctx.cfg.server_keepalive;
-                if write_frame(&mut stream, register).await.is_err() {
+                if write_frame(&mut stream, &keepalive.frame(ctx)).await.is_err() {
                     break;
                 }
             }

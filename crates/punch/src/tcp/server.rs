@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use punch_proto::relay::{Admit, RelayConfig, RelayUsage};
-use punch_proto::tcp::framing::{encode_framed, FrameReader};
+use punch_proto::tcp::framing::{encode_framed, FrameReader, FramingError};
 use punch_proto::tcp::registry::{Action, ConnId, Listener, TcpRegistry, TcpRegistryConfig};
 use punch_proto::wire::Frame;
 use rand::Rng;
@@ -98,7 +98,8 @@ enum Cmd {
 
 enum Event {
     Frame(ConnId, Frame),
-    Bad(ConnId),
+    /// The stream broke the framing; with the frame if it was one of another wire version.
+    Bad(ConnId, Option<Vec<u8>>),
     Closed(ConnId),
 }
 
@@ -136,7 +137,8 @@ pub async fn run(
                         debug!(conn = id.0, ?frame, "tcp frame");
                         registry.handle_frame(Instant::now().into_std(), id, frame);
                     }
-                    Some(Event::Bad(id)) => registry.handle_bad_stream(id),
+                    Some(Event::Bad(id, None)) => registry.handle_bad_stream(id),
+                    Some(Event::Bad(id, Some(frame))) => registry.handle_other_version(id, &frame),
                     Some(Event::Closed(id)) => {
                         registry.handle_close(id);
                         if let Some((_, ip)) = conns.remove(&id) {
@@ -251,6 +253,9 @@ async fn conn_task(
     // it sends then (TLS) belongs to the peer, so this task stops reading: the bytes wait in
     // the socket for the splice.
     let mut relay_join = false;
+    // Cleared when the stream breaks the framing: the task then waits for the registry's
+    // answer (an upgrade notice, or just the close) and reads nothing more.
+    let mut reading = true;
     'outer: loop {
         tokio::select! {
             biased;
@@ -268,7 +273,7 @@ async fn conn_task(
                     return;
                 }
             },
-            r = stream.read(&mut buf), if !relay_join => {
+            r = stream.read(&mut buf), if !relay_join && reading => {
                 let n = match r {
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
@@ -288,8 +293,15 @@ async fn conn_task(
                         Ok(None) => break,
                         Err(e) => {
                             debug!(conn = id.0, error = %e, "bad stream");
-                            let _ = events.send(Event::Bad(id)).await;
-                            break 'outer;
+                            let frame = match e {
+                                FramingError::OtherVersion { frame, .. } => Some(frame),
+                                _ => None,
+                            };
+                            if events.send(Event::Bad(id, frame)).await.is_err() {
+                                break 'outer;
+                            }
+                            reading = false;
+                            break;
                         }
                     }
                 }

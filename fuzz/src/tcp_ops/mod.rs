@@ -31,7 +31,7 @@
 //!
 //! | kind | fields | frame |
 //! |------|--------|-------|
-//! | 0 | txn, name, key, n, n × addr | `Register` (up to 9 addresses: one more than a frame may carry) |
+//! | 0 | txn, name, key, n, n × addr | `Register` (up to 9 addresses: one more than a frame may carry), signed as `key` says (below) |
 //! | 1 | txn, name | `TcpConnect` |
 //! | 2 | session, n, n × addr | `TcpAssist` |
 //! | 3 | session | `TcpReady` |
@@ -40,7 +40,11 @@
 //! | 6 | session | `IntroduceAck` (a UDP frame: the registry rejects it) |
 //! | 7 | session | `TcpRelayReady` (a server frame: the registry rejects it) |
 //!
-//! `txn` is one byte; `key` picks one of three keys; `addr` indexes [`sources`]. A `session`
+//! `txn` is one byte; `key % 3` picks one of three key pairs and `key / 3 % 4` how the
+//! registration is signed: 0 and 1 as a client does, over the last nonce the registry sent
+//! that connection (none yet: the registry answers with a challenge, and the next
+//! registration signs its nonce), 2 forged (the key named, another key's signature), 3 as
+//! an old client sends it (wire version 1: told to upgrade, then closed); `addr` indexes [`sources`]. A `session`
 //! byte below 0x80 picks one of the sessions the server handed out (`TcpSession`), if any;
 //! otherwise it is the byte's value, a session nobody has. A `name` is a byte below 0x80 for
 //! one of [`NAMES`], or 0x80 + n followed by n bytes, each a character of [`ALPHABET`]. A
@@ -59,7 +63,9 @@
 //! - A `Splice` names two distinct main connections that each sent `TcpRelayJoin` for its
 //!   session and were each sent `TcpRelayReady` for it just before.
 //! - A `Register` gets exactly one answer on its connection: `Registered` (its txn; the
-//!   remote address and the TTL in seconds are checked on every `Registered`) or `Error`
+//!   remote address and the TTL in seconds are checked on every `Registered`; only for a
+//!   registration signed by its key over a nonce sent to that connection's address),
+//!   `Challenge` (its txn), or `Error` (also `BadSignature`)
 //!   (`NameTaken`, `Busy`) with its txn, or else a close. A `TcpConnect` likewise gets
 //!   `TcpSession` or `Error` (`SelfConnect`, `UnknownPeer`, `NotRegistered`, `Busy`) with its
 //!   txn, or a close. Besides that answer, a step may only close connections: an expiry run
@@ -84,11 +90,15 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use punch_proto::tcp::framing::{encode_framed, FrameReader, LEN_PREFIX};
+use punch_proto::auth::{self, Nonce, RegisterRequest, SigningKey, NO_NONCE};
+use punch_proto::tcp::framing::{encode_framed, FrameReader, FramingError, LEN_PREFIX};
 use punch_proto::tcp::registry::{Action, ConnId, Listener, TcpRegistry, TcpRegistryConfig};
-use punch_proto::wire::{ErrorCode, Frame, KeyBytes, MAX_FRAME_LEN};
+use punch_proto::wire::{ErrorCode, Frame, LEGACY_WIRE_VERSION, MAX_FRAME_LEN, WIRE_VERSION};
 
 use crate::input::Input;
+
+mod script;
+pub use script::Script;
 
 /// Opcodes of the script (see the module doc).
 pub mod op {
@@ -169,8 +179,9 @@ pub fn sources(b: u8) -> SocketAddr {
     SOURCES[usize::from(b) % SOURCES.len()]
 }
 
-fn key(b: u8) -> KeyBytes {
-    [b % 3 + 1; 32]
+/// The key pair a key byte picks (one of three).
+fn signer(b: u8) -> SigningKey {
+    SigningKey::from_seed(&[b % 3 + 1; 32])
 }
 
 fn name(input: &mut Input<'_>) -> String {
@@ -205,6 +216,12 @@ struct Conn {
     state: State,
     /// The session of the `TcpRelayJoin` it sent, if any.
     joined: Option<u64>,
+    /// The last nonce the registry sent it (`Challenge` or `Registered`).
+    nonce: Nonce,
+    /// Every nonce the registry sent it.
+    issued: Vec<Nonce>,
+    /// It sent a frame of another wire version: an upgrade notice may follow.
+    other_version: bool,
 }
 
 /// What a step fed the registry, for checking its answer.
@@ -269,10 +286,16 @@ pub fn run(data: &[u8]) {
             }
             op::FRAME => {
                 let (conn, cut) = (input.u8(), input.u8());
-                let frame = h.frame(&mut input);
-                let (Some(i), Ok(bytes)) = (h.pick(conn), encode_framed(&frame)) else {
+                let picked = h.pick(conn);
+                let nonce = picked.map_or(NO_NONCE, |i| h.conns[i].nonce);
+                let (frame, legacy) = h.frame(&mut input, nonce);
+                let (Some(i), Ok(mut bytes)) = (picked, encode_framed(&frame)) else {
                     continue;
                 };
+                if legacy {
+                    // As an old client's: the same bytes under wire version 1.
+                    bytes[LEN_PREFIX + 1] = LEGACY_WIRE_VERSION;
+                }
                 let (first, second) = bytes.split_at(usize::from(cut) % (bytes.len() + 1));
                 h.read(i, first);
                 h.read(i, second);
@@ -340,19 +363,51 @@ impl Harness {
         }
     }
 
-    /// Reads a `FRAME` step's kind and fields.
-    fn frame(&self, input: &mut Input<'_>) -> Frame {
-        match input.u8() % kind::COUNT {
+    /// Reads a `FRAME` step's kind and fields; true if it goes out as wire version 1.
+    /// `nonce`: the last one the registry sent the connection.
+    fn frame(&self, input: &mut Input<'_>, nonce: Nonce) -> (Frame, bool) {
+        let frame = match input.u8() % kind::COUNT {
             kind::REGISTER => {
                 let txn = u64::from(input.u8());
                 let name = name(input);
-                let key = key(input.u8());
+                let kb = input.u8();
                 let private = addrs(input);
-                Frame::Register {
-                    txn,
+                let req = RegisterRequest {
                     name,
-                    key,
                     private,
+                    nat: None,
+                    nonce,
+                };
+                let signed = req.signed(txn, &signer(kb));
+                match kb / 3 % 4 {
+                    2 => {
+                        let Frame::Register { sig, .. } = req.signed(txn, &signer(kb + 1)) else {
+                            unreachable!("signed() builds a Register")
+                        };
+                        let Frame::Register {
+                            txn,
+                            name,
+                            key,
+                            private,
+                            nat,
+                            nonce,
+                            ..
+                        } = signed
+                        else {
+                            unreachable!("signed() builds a Register")
+                        };
+                        Frame::Register {
+                            txn,
+                            name,
+                            key,
+                            private,
+                            nat,
+                            nonce,
+                            sig,
+                        }
+                    }
+                    3 => return (signed, true),
+                    _ => signed,
                 }
             }
             kind::CONNECT => {
@@ -375,7 +430,8 @@ impl Harness {
                     _ => Frame::TcpRelayReady { session },
                 }
             }
-        }
+        };
+        (frame, false)
     }
 
     fn open(&mut self, listener: Listener, remote: SocketAddr) {
@@ -394,6 +450,9 @@ impl Harness {
                 State::Refused
             },
             joined: None,
+            nonce: NO_NONCE,
+            issued: Vec::new(),
+            other_version: false,
         });
         self.settle(Step::Other);
         if !accepted {
@@ -446,13 +505,20 @@ impl Harness {
                     );
                     return;
                 }
-                Err(_) => {
-                    // The IO layer reports the bad stream, stops, and reports the close.
+                Err(e) => {
+                    // The IO layer reports the bad stream (a frame of another wire version
+                    // with its bytes), stops, and reports the close.
                     conn.reading = false;
                     if conn.state == State::Open {
                         conn.state = State::Closing;
                     }
-                    self.registry.handle_bad_stream(id);
+                    match e {
+                        FramingError::OtherVersion { frame, .. } => {
+                            conn.other_version = true;
+                            self.registry.handle_other_version(id, &frame);
+                        }
+                        _ => self.registry.handle_bad_stream(id),
+                    }
                     self.settle(Step::Other);
                     return;
                 }
@@ -585,8 +651,31 @@ impl Harness {
     fn check_send(&mut self, id: ConnId, bytes: &[u8]) -> Frame {
         let conn = self.conn(id, "Send");
         let (listener, remote, joined) = (conn.listener, conn.remote, conn.joined);
+        let mut bytes = bytes.to_vec();
+        if bytes.get(LEN_PREFIX + 1) == Some(&LEGACY_WIRE_VERSION) {
+            // Only the upgrade notice to an old client goes out as version 1: an Error.
+            assert!(
+                conn.other_version,
+                "a version-1 frame to {id:?}, which sent none"
+            );
+            bytes[LEN_PREFIX + 1] = WIRE_VERSION;
+            let mut reader = FrameReader::new();
+            reader.push(&bytes);
+            let frame = reader.next_frame();
+            assert!(
+                matches!(
+                    frame,
+                    Ok(Some(Frame::Error {
+                        code: ErrorCode::BadRequest,
+                        ..
+                    }))
+                ),
+                "upgrade notice is {frame:?}"
+            );
+            return frame.ok().flatten().expect("checked above");
+        }
         let mut reader = FrameReader::new();
-        reader.push(bytes);
+        reader.push(&bytes);
         let frame = match reader.next_frame() {
             Ok(Some(frame)) => frame,
             other => panic!("Send to {id:?} is not one frame: {other:?} from {bytes:?}"),
@@ -625,7 +714,7 @@ impl Harness {
                 assert_eq!(listener, Listener::Main, "TcpRelayReady on an assist conn");
                 assert_eq!(joined, Some(*session), "TcpRelayReady to a non-joiner");
             }
-            Frame::Error { .. } | Frame::TcpRelay { .. } => {}
+            Frame::Challenge { .. } | Frame::Error { .. } | Frame::TcpRelay { .. } => {}
             other => panic!("the registry sent a non-server frame: {other:?}"),
         }
         if !matches!(
@@ -634,7 +723,41 @@ impl Harness {
         ) {
             assert_eq!(listener, Listener::Main, "{frame:?} on an assist conn");
         }
+        if let Frame::Challenge { nonce, .. } | Frame::Registered { nonce, .. } = &frame {
+            let c = &mut self.conns[id.0 as usize - 1];
+            c.nonce = *nonce;
+            if !c.issued.contains(nonce) {
+                c.issued.push(*nonce);
+            }
+        }
         frame
+    }
+
+    /// A registration was accepted: it must be its key's, over a nonce the registry sent
+    /// to its address.
+    fn check_accepted(&self, from: ConnId, request: &Frame) {
+        let Frame::Register {
+            name,
+            key,
+            private,
+            nat,
+            nonce,
+            sig,
+            ..
+        } = request
+        else {
+            return;
+        };
+        assert!(
+            auth::verify_register(name, key, private, *nat, nonce, sig),
+            "a registration that is not its key's was accepted"
+        );
+        let remote = self.conns[from.0 as usize - 1].remote;
+        let sent_there = self
+            .conns
+            .iter()
+            .any(|c| c.remote == remote && c.issued.contains(nonce));
+        assert!(sent_there, "accepted a nonce never sent to {remote}");
     }
 
     /// A `Register` or `TcpConnect` gets exactly one answer on its connection.
@@ -648,7 +771,14 @@ impl Harness {
             return;
         }
         let (txn, codes): (u64, &[ErrorCode]) = match frame {
-            Frame::Register { txn, .. } => (*txn, &[ErrorCode::NameTaken, ErrorCode::Busy]),
+            Frame::Register { txn, .. } => (
+                *txn,
+                &[
+                    ErrorCode::NameTaken,
+                    ErrorCode::Busy,
+                    ErrorCode::BadSignature,
+                ],
+            ),
             Frame::TcpConnect { txn, .. } => (
                 *txn,
                 &[
@@ -671,6 +801,10 @@ impl Harness {
                     let answer = reader.next_frame();
                     let ok = match &answer {
                         Ok(Some(Frame::Registered { txn: t, .. })) => {
+                            self.check_accepted(*from, frame);
+                            matches!(frame, Frame::Register { .. }) && *t == txn
+                        }
+                        Ok(Some(Frame::Challenge { txn: t, .. })) => {
                             matches!(frame, Frame::Register { .. }) && *t == txn
                         }
                         Ok(Some(Frame::TcpSession { txn: t, .. })) => {
@@ -722,104 +856,5 @@ impl Harness {
         assert_eq!(stats.relays, self.relays, "stats.relays");
         assert!(stats.rejected >= self.rejected, "stats.rejected went down");
         self.rejected = stats.rejected;
-    }
-}
-
-/// Builds scripts in the format above (for hand-made seeds).
-#[derive(Debug, Clone)]
-pub struct Script(Vec<u8>);
-
-impl Script {
-    /// Header: see the module doc for how `limits`, `ttls` and `flags` set the config.
-    pub fn new(limits: u8, ttls: u8, flags: u8) -> Self {
-        Script(vec![limits, ttls, flags])
-    }
-
-    /// A connection accepted on the main (or assist) listener from `sources(from)`.
-    pub fn open(self, assist: bool, from: u8) -> Self {
-        self.step(&[op::OPEN, from << 1 | u8::from(assist)])
-    }
-
-    /// One read of `bytes` (at most [`MAX_READ`]) on connection `conn`.
-    pub fn raw(mut self, conn: u8, bytes: &[u8]) -> Self {
-        let bytes = &bytes[..bytes.len().min(MAX_READ)];
-        // Cannot truncate: at most MAX_READ (2048) by the line above.
-        let len = bytes.len() as u16;
-        self.0.extend([op::RAW, conn]);
-        self.0.extend(len.to_le_bytes());
-        self.0.extend_from_slice(bytes);
-        self
-    }
-
-    fn frame(self, conn: u8, cut: u8, kind: u8, fields: &[u8]) -> Self {
-        self.step(&[op::FRAME, conn, cut, kind]).step(fields)
-    }
-
-    /// A `Register` of pool name `name` with key `key` and private addresses.
-    pub fn register(self, conn: u8, txn: u8, name: u8, key: u8, private: &[u8]) -> Self {
-        // Cannot truncate: callers pass a handful of addresses.
-        let fields = [&[txn, name, key, private.len() as u8][..], private].concat();
-        self.frame(conn, 0, kind::REGISTER, &fields)
-    }
-
-    /// A `TcpConnect` toward pool name `name`.
-    pub fn connect(self, conn: u8, txn: u8, name: u8) -> Self {
-        self.frame(conn, 0, kind::CONNECT, &[txn, name])
-    }
-
-    /// A `TcpConnect` toward a generated name: `chars` index [`ALPHABET`] (at most 127).
-    pub fn connect_to(self, conn: u8, txn: u8, chars: &[u8]) -> Self {
-        let chars = &chars[..chars.len().min(127)];
-        // Cannot truncate: at most 127 by the line above.
-        let fields = [&[txn, 0x80 | chars.len() as u8][..], chars].concat();
-        self.frame(conn, 0, kind::CONNECT, &fields)
-    }
-
-    /// A `TcpAssist` for the `session`-th session handed out.
-    pub fn assist(self, conn: u8, session: u8, private: &[u8]) -> Self {
-        // Cannot truncate: callers pass a handful of addresses.
-        let fields = [&[session, private.len() as u8][..], private].concat();
-        self.frame(conn, 0, kind::ASSIST, &fields)
-    }
-
-    /// A frame of `kind` carrying only a session (`READY` to `RELAY_READY`), delivered in
-    /// two reads split at `cut`.
-    pub fn session_frame(self, conn: u8, cut: u8, kind: u8, session: u8) -> Self {
-        self.frame(conn, cut, kind, &[session])
-    }
-
-    /// The peer closes connection `conn`.
-    pub fn close(self, conn: u8) -> Self {
-        self.step(&[op::CLOSE, conn])
-    }
-
-    fn step(mut self, bytes: &[u8]) -> Self {
-        self.0.extend_from_slice(bytes);
-        self
-    }
-
-    /// The IO layer reports the connections it closed or spliced.
-    pub fn reap(self) -> Self {
-        self.step(&[op::REAP])
-    }
-
-    /// Time moves `n` × 100 ms.
-    pub fn advance(self, n: u8) -> Self {
-        self.step(&[op::ADVANCE, n])
-    }
-
-    /// `handle_timeout(now)`.
-    pub fn timeout(self) -> Self {
-        self.step(&[op::TIMEOUT])
-    }
-
-    /// Sleep until `poll_timeout()`, then `handle_timeout`.
-    pub fn drive(self) -> Self {
-        self.step(&[op::DRIVE])
-    }
-
-    /// The script's bytes.
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.0
     }
 }
