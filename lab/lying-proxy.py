@@ -14,23 +14,11 @@ import socket
 import sys
 import time
 
-FRAME_TAG = 0x2A
+from punchwire import FRAME_TAG, read_varint as varint
+
 INTRODUCE = 3
 FAKE_KEY = bytes([0x66] * 32)
 MAX_CLIENTS = 64
-
-
-def varint(buf, i):
-    """(value, next index) of the LEB128 varint at buf[i], or None."""
-    value = shift = 0
-    while i < len(buf) and shift < 70:
-        b = buf[i]
-        value |= (b & 0x7F) << shift
-        i += 1
-        if not b & 0x80:
-            return value, i
-        shift += 7
-    return None
 
 
 def swap_key(data):

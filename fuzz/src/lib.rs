@@ -9,4 +9,5 @@ pub mod agent_ops;
 pub mod codec;
 pub mod input;
 pub mod rendezvous_ops;
+pub mod signing;
 pub mod tcp_ops;

@@ -56,11 +56,12 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use punch_proto::auth::{self, Nonce, RegisterRequest, Signature, SigningKey, NO_NONCE};
+use punch_proto::auth::{Nonce, RegisterRequest, NO_NONCE};
 use punch_proto::rendezvous::{Rendezvous, RendezvousConfig, INTRO_ATTEMPTS};
 use punch_proto::wire::{ErrorCode, Frame, MAX_FRAME_LEN};
 
 use crate::input::Input;
+use crate::signing::{self, Signing};
 
 /// Opcodes of the script (see the module doc).
 pub mod op {
@@ -127,64 +128,6 @@ pub const SOURCES: [SocketAddr; 6] = [
 /// The source address an address byte stands for.
 pub fn sources(b: u8) -> SocketAddr {
     SOURCES[usize::from(b) % SOURCES.len()]
-}
-
-/// The key pair a key byte picks (one of three).
-fn signer(b: u8) -> SigningKey {
-    SigningKey::from_seed(&[b % 3 + 1; 32])
-}
-
-/// How a `REGISTER` step signs (see the module doc).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Signing {
-    AsClient,
-    Forged,
-    Unsigned,
-}
-
-fn signing(b: u8) -> Signing {
-    match b / 3 % 4 {
-        2 => Signing::Forged,
-        3 => Signing::Unsigned,
-        _ => Signing::AsClient,
-    }
-}
-
-/// The registration `req` by `key` as `how` signs it.
-fn register_frame(txn: u64, req: &RegisterRequest, key: &SigningKey, how: Signing) -> Frame {
-    let signed = req.signed(txn, key);
-    let Frame::Register {
-        txn,
-        name,
-        key,
-        private,
-        nat,
-        nonce,
-        sig,
-    } = signed
-    else {
-        unreachable!("signed() builds a Register")
-    };
-    let (nonce, sig) = match how {
-        Signing::AsClient => (nonce, sig),
-        Signing::Forged => {
-            let other = SigningKey::from_seed(&[0xee; 32]);
-            let Frame::Register { sig, .. } = req.signed(txn, &other) else {
-                unreachable!("signed() builds a Register")
-            };
-            (nonce, sig)
-        }
-        Signing::Unsigned => (NO_NONCE, Signature::empty()),
-    };
-    Frame::Register {
-        txn,
-        name,
-        key,
-        private,
-        nat,
-        nonce,
-        sig,
-    }
 }
 
 fn name(input: &mut Input<'_>) -> String {
@@ -261,7 +204,6 @@ pub fn run(data: &[u8]) {
                 let txn = u64::from(input.u8());
                 let name = name(&mut input);
                 let kb = input.u8();
-                let (key, how) = (signer(kb), signing(kb));
                 // Up to 9: one more than a frame may carry, so the bound is exercised.
                 let n = input.u8() % 10;
                 let private = (0..n).map(|_| sources(input.u8())).collect();
@@ -271,11 +213,15 @@ pub fn run(data: &[u8]) {
                     nat: None,
                     nonce: h.nonces.get(&from).copied().unwrap_or(NO_NONCE),
                 };
-                let out = h.deliver_structured(from, register_frame(txn, &req, &key, how));
+                let frame = match signing::signing(kb) {
+                    Signing::Fourth => signing::unsigned(txn, &req, kb),
+                    _ => signing::register_frame(txn, &req, kb),
+                };
+                let out = h.deliver_structured(from, frame);
                 if let [(_, Frame::Challenge { nonce, .. })] = out[..] {
-                    if how == Signing::AsClient {
+                    if signing::signing(kb) == Signing::AsClient {
                         req.nonce = nonce;
-                        h.deliver_structured(from, register_frame(txn, &req, &key, how));
+                        h.deliver_structured(from, signing::register_frame(txn, &req, kb));
                     }
                 }
             }
@@ -454,27 +400,11 @@ impl Harness {
                 assert_eq!(*t, txn);
                 assert_eq!(*observed, from, "Registered reports the wrong address");
                 assert_eq!(u64::from(*expires_secs), self.ttl.as_secs());
-                let Frame::Register {
-                    name,
-                    key,
-                    private,
-                    nat,
-                    nonce,
-                    sig,
-                    ..
-                } = request
-                else {
+                let Frame::Register { nonce, .. } = request else {
                     unreachable!("checked by the caller")
                 };
-                assert!(
-                    auth::verify_register(name, key, private, *nat, nonce, sig),
-                    "a registration that is not its key's was accepted"
-                );
                 let sent_here = self.issued.get(&from).is_some_and(|v| v.contains(nonce));
-                assert!(
-                    sent_here,
-                    "accepted a nonce the server never sent to {from}"
-                );
+                signing::assert_accepted(request, sent_here);
             }
             Frame::Challenge { txn: t, .. } => {
                 assert_eq!(*t, txn);

@@ -41,6 +41,7 @@ use ring::signature::{self, Ed25519KeyPair, KeyPair};
 use serde::{Deserialize, Serialize};
 
 use crate::nat::Classic;
+use crate::ratelimit::{Limiter, RateLimit};
 use crate::wire::{Frame, KeyBytes, WireError};
 
 /// A server-issued registration nonce.
@@ -165,19 +166,30 @@ pub struct RegisterRequest {
 }
 
 impl RegisterRequest {
-    /// The signed [`Frame::Register`] for transaction `txn`.
-    pub fn signed(&self, txn: u64, key: &SigningKey) -> Frame {
-        let public = key.public_key();
-        let msg = register_message(&self.name, &public, &self.private, self.nat, &self.nonce);
+    /// The bytes `key` signs for this request ([`register_message`]).
+    pub fn message(&self, key: &KeyBytes) -> Vec<u8> {
+        register_message(&self.name, key, &self.private, self.nat, &self.nonce)
+    }
+
+    /// The [`Frame::Register`] for transaction `txn` naming `key` and carrying `sig`, as
+    /// given: [`Signature::empty`] for a client's first request, and what tests and fuzz
+    /// harnesses forge.
+    pub fn with_signature(&self, txn: u64, key: KeyBytes, sig: Signature) -> Frame {
         Frame::Register {
             txn,
             name: self.name.clone(),
-            key: public,
+            key,
             private: self.private.clone(),
             nat: self.nat,
             nonce: self.nonce,
-            sig: key.sign(&msg),
+            sig,
         }
+    }
+
+    /// The signed [`Frame::Register`] for transaction `txn`.
+    pub fn signed(&self, txn: u64, key: &SigningKey) -> Frame {
+        let public = key.public_key();
+        self.with_signature(txn, public, key.sign(&self.message(&public)))
     }
 
     /// [`RegisterRequest::signed`], encoded; fails only on a bound (name, addresses).
@@ -215,6 +227,93 @@ pub fn verify_register(
     signature::UnparsedPublicKey::new(&signature::ED25519, key)
         .verify(&msg, &sig.to_bytes())
         .is_ok()
+}
+
+/// Whether `frame` is a [`Frame::Register`] signed by the key it names (over its own
+/// nonce; whether the server sent that nonce is [`Nonces::check`]'s question).
+pub fn verify_frame(frame: &Frame) -> bool {
+    match frame {
+        Frame::Register {
+            name,
+            key,
+            private,
+            nat,
+            nonce,
+            sig,
+            ..
+        } => verify_register(name, key, private, *nat, nonce, sig),
+        _ => false,
+    }
+}
+
+/// What the server does with a registration ([`RegisterGate::check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Over its step's per-source limit: dropped (UDP) or answered `Busy` (TCP).
+    Limited,
+    /// No nonce sent to this address lately: answer with a challenge carrying this one.
+    Challenge(Nonce),
+    /// The nonce is good, the signature is not the key's: refuse.
+    BadSignature,
+    /// Signed by its key over a nonce this address received: take it.
+    Accept,
+}
+
+/// The server's door for registrations, shared by the UDP and the TCP registry: the
+/// nonces, and a per-source limit for each step (first requests, and signed ones over a
+/// nonce the address received, so a flood of first requests from an address, a CGNAT's
+/// shared with real clients, cannot starve the signed registrations behind it). The nonce
+/// is checked first (a keyed hash), the signature only for an address that proved it
+/// receives (the costly check): a spoofed flood costs the server hashes.
+#[derive(Debug)]
+pub struct RegisterGate {
+    nonces: Nonces,
+    first: Limiter,
+    signed: Limiter,
+}
+
+impl RegisterGate {
+    /// A gate keyed by `secret`, each step limited to `limit` per source address.
+    pub fn new(secret: &[u8; 32], limit: RateLimit) -> RegisterGate {
+        RegisterGate {
+            nonces: Nonces::new(secret),
+            first: Limiter::new(limit),
+            signed: Limiter::new(limit),
+        }
+    }
+
+    /// Judge `register` (a [`Frame::Register`]; anything else is refused) from `from`.
+    pub fn check(&mut self, now: Instant, from: SocketAddr, register: &Frame) -> Gate {
+        let Frame::Register { nonce, .. } = register else {
+            return Gate::BadSignature;
+        };
+        let proven = self.nonces.check(now, from, nonce);
+        let limiter = if proven {
+            &mut self.signed
+        } else {
+            &mut self.first
+        };
+        if !limiter.allow(now, from.ip()) {
+            Gate::Limited
+        } else if !proven {
+            Gate::Challenge(self.nonces.issue(now, from))
+        } else if !verify_frame(register) {
+            Gate::BadSignature
+        } else {
+            Gate::Accept
+        }
+    }
+
+    /// Whether a first request from `from` (such as an old client's registration, which is
+    /// answered too) is within its step's limit; it counts against it.
+    pub fn allow_first(&mut self, now: Instant, from: SocketAddr) -> bool {
+        self.first.allow(now, from.ip())
+    }
+
+    /// The nonce to give `to` with its accepted registration, for its next refresh.
+    pub fn next_nonce(&mut self, now: Instant, to: SocketAddr) -> Nonce {
+        self.nonces.issue(now, to)
+    }
 }
 
 /// The server's stateless nonces (see the module doc).
@@ -343,6 +442,8 @@ mod tests {
             nat: Some(Classic::PortRestrictedCone),
             nonce: [3; 16],
         };
+        let frame = req.signed(9, &k);
+        assert!(verify_frame(&frame));
         let Frame::Register {
             name,
             key,
@@ -351,11 +452,10 @@ mod tests {
             nonce,
             sig,
             ..
-        } = req.signed(9, &k)
+        } = frame
         else {
             panic!("not a register");
         };
-        assert!(verify_register(&name, &key, &private, nat, &nonce, &sig));
         assert!(!verify_register("alicf", &key, &private, nat, &nonce, &sig));
         assert!(!verify_register(
             &name, &[2; 32], &private, nat, &nonce, &sig

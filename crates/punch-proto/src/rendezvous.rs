@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::auth::{self, Nonces};
+use crate::auth::{Gate, RegisterGate};
 use crate::nat::Classic;
 use crate::owners::{self, Owners, OwnersConfig, SharedOwners};
 use crate::ratelimit::{self, Limiter, RateLimit};
@@ -163,10 +163,8 @@ pub struct Rendezvous {
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
     rng: StdRng,
     stats: Stats,
-    register_limiter: Limiter,
-    challenge_limiter: Limiter,
+    gate: RegisterGate,
     connect_limiter: Limiter,
-    nonces: Nonces,
 }
 
 impl Rendezvous {
@@ -181,10 +179,8 @@ impl Rendezvous {
             transmits: VecDeque::new(),
             rng: StdRng::seed_from_u64(seed),
             stats: Stats::default(),
-            register_limiter: Limiter::new(cfg.register_limit),
-            challenge_limiter: Limiter::new(cfg.register_limit),
+            gate: RegisterGate::new(&cfg.nonce_secret, cfg.register_limit),
             connect_limiter: Limiter::new(cfg.connect_limit),
-            nonces: Nonces::new(&cfg.nonce_secret),
             cfg,
         }
     }
@@ -228,40 +224,7 @@ impl Rendezvous {
     /// Feed a decoded frame from `from`. Frames a server does not take are ignored.
     pub fn handle_frame(&mut self, now: Instant, from: SocketAddr, frame: Frame) {
         match frame {
-            Frame::Register {
-                txn,
-                name,
-                key,
-                private,
-                nat,
-                nonce,
-                sig,
-            } => {
-                // The nonce first (a keyed hash), the signature only for an address that
-                // proved it receives (the costly check): a spoofed flood costs hashes.
-                let proven = self.nonces.check(now, from, &nonce);
-                let limiter = if proven {
-                    &mut self.register_limiter
-                } else {
-                    &mut self.challenge_limiter
-                };
-                if !limiter.allow(now, from.ip()) {
-                    self.stats.register_limited += 1;
-                    return;
-                }
-                if !proven {
-                    self.stats.challenged += 1;
-                    let nonce = self.nonces.issue(now, from);
-                    self.send(from, &Frame::Challenge { txn, nonce });
-                    return;
-                }
-                if !auth::verify_register(&name, &key, &private, nat, &nonce, &sig) {
-                    self.stats.bad_signatures += 1;
-                    let detail = "the registration is not signed by its key";
-                    return self.error(from, txn, ErrorCode::BadSignature, detail);
-                }
-                self.register(now, from, txn, name, key, private, nat)
-            }
+            register @ Frame::Register { .. } => self.on_register(now, from, register),
             Frame::Connect { txn, target } => {
                 if !self.connect_limiter.allow(now, from.ip()) {
                     self.stats.connect_limited += 1;
@@ -274,6 +237,35 @@ impl Rendezvous {
         }
     }
 
+    /// A registration: through the gate (limits, nonce, signature), then into the table.
+    fn on_register(&mut self, now: Instant, from: SocketAddr, register: Frame) {
+        let gate = self.gate.check(now, from, &register);
+        let Frame::Register {
+            txn,
+            name,
+            key,
+            private,
+            nat,
+            ..
+        } = register
+        else {
+            return;
+        };
+        match gate {
+            Gate::Limited => self.stats.register_limited += 1,
+            Gate::Challenge(nonce) => {
+                self.stats.challenged += 1;
+                self.send(from, &Frame::Challenge { txn, nonce });
+            }
+            Gate::BadSignature => {
+                self.stats.bad_signatures += 1;
+                let detail = "the registration is not signed by its key";
+                self.error(from, txn, ErrorCode::BadSignature, detail);
+            }
+            Gate::Accept => self.register(now, from, txn, name, key, private, nat),
+        }
+    }
+
     /// Take a datagram that is a punch frame of another version ([`wire::WireError::Version`]):
     /// a version-1 registration is told to upgrade ([`wire::legacy_upgrade_answer`]),
     /// within the registration rate limit; anything else is dropped.
@@ -281,7 +273,8 @@ impl Rendezvous {
         let Some(answer) = wire::legacy_upgrade_answer(datagram) else {
             return;
         };
-        if !self.register_limiter.allow(now, from.ip()) {
+        // Within the first step's limit: an old client's request is a first request.
+        if !self.gate.allow_first(now, from) {
             self.stats.register_limited += 1;
             return;
         }
@@ -435,7 +428,7 @@ impl Rendezvous {
         );
         self.stats.registrations += 1;
         let expires_secs = u32::try_from(self.cfg.registration_ttl.as_secs()).unwrap_or(u32::MAX);
-        let nonce = self.nonces.issue(now, from);
+        let nonce = self.gate.next_nonce(now, from);
         self.send(
             from,
             &Frame::Registered {

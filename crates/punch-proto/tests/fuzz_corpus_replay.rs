@@ -23,6 +23,10 @@ mod codec;
 mod agent_ops;
 
 #[allow(dead_code)]
+#[path = "../../../fuzz/src/signing.rs"]
+mod signing;
+
+#[allow(dead_code)]
 #[path = "../../../fuzz/src/rendezvous_ops.rs"]
 mod rendezvous_ops;
 

@@ -337,30 +337,7 @@ fn run(max_peers: usize, ttl: Duration, ops: Vec<Op>) -> Result<(), TestCaseErro
                 } else {
                     signer(k)
                 };
-                let Frame::Register { sig, .. } = req.signed(txn, &by) else {
-                    unreachable!()
-                };
-                let Frame::Register {
-                    txn,
-                    name,
-                    key: _,
-                    private,
-                    nat,
-                    nonce,
-                    ..
-                } = req.signed(txn, &signer(k))
-                else {
-                    unreachable!()
-                };
-                let frame = Frame::Register {
-                    txn,
-                    name,
-                    key,
-                    private,
-                    nat,
-                    nonce,
-                    sig,
-                };
+                let frame = req.with_signature(txn, key, by.sign(&req.message(&key)));
                 let before = m.rv.stats().clone();
                 m.feed(from, frame)?;
                 let after = m.rv.stats();

@@ -115,31 +115,9 @@ fn a_forged_signature_is_refused_and_counted() {
         nat: None,
         nonce,
     };
-    let Frame::Register { sig, .. } = req.signed(4, &signer(66)) else {
-        unreachable!()
-    };
-    let Frame::Register {
-        txn,
-        name,
-        key,
-        private,
-        nat,
-        nonce,
-        ..
-    } = req.signed(4, &signer(1))
-    else {
-        unreachable!()
-    };
-    for sig in [sig, Signature::empty()] {
-        let forged = Frame::Register {
-            txn,
-            name: name.clone(),
-            key,
-            private: private.clone(),
-            nat,
-            nonce,
-            sig,
-        };
+    let forged_sig = signer(66).sign(&req.message(&key(1)));
+    for sig in [forged_sig, Signature::empty()] {
+        let forged = req.with_signature(4, key(1), sig);
         let answer = h.single_answer(thief, forged);
         assert!(
             matches!(

@@ -48,15 +48,13 @@ pub fn signer_of(public: &KeyBytes) -> SigningKey {
 /// A registration as an old or careless client sends it: no nonce, no signature (the
 /// server answers with a challenge).
 pub fn unsigned_register(txn: u64, name: &str, key: KeyBytes, private: Vec<SocketAddr>) -> Frame {
-    Frame::Register {
-        txn,
+    let req = RegisterRequest {
         name: name.to_string(),
-        key,
         private,
         nat: None,
         nonce: NO_NONCE,
-        sig: Signature::empty(),
-    }
+    };
+    req.with_signature(txn, key, Signature::empty())
 }
 
 /// A datagram the server sent, decoded.

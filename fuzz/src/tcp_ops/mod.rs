@@ -90,12 +90,13 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use punch_proto::auth::{self, Nonce, RegisterRequest, SigningKey, NO_NONCE};
+use punch_proto::auth::{Nonce, RegisterRequest, NO_NONCE};
 use punch_proto::tcp::framing::{encode_framed, FrameReader, FramingError, LEN_PREFIX};
 use punch_proto::tcp::registry::{Action, ConnId, Listener, TcpRegistry, TcpRegistryConfig};
 use punch_proto::wire::{ErrorCode, Frame, LEGACY_WIRE_VERSION, MAX_FRAME_LEN, WIRE_VERSION};
 
 use crate::input::Input;
+use crate::signing::{self, Signing};
 
 mod script;
 pub use script::Script;
@@ -177,11 +178,6 @@ pub const SOURCES: [SocketAddr; 6] = [
 /// The source address an address byte stands for.
 pub fn sources(b: u8) -> SocketAddr {
     SOURCES[usize::from(b) % SOURCES.len()]
-}
-
-/// The key pair a key byte picks (one of three).
-fn signer(b: u8) -> SigningKey {
-    SigningKey::from_seed(&[b % 3 + 1; 32])
 }
 
 fn name(input: &mut Input<'_>) -> String {
@@ -378,37 +374,9 @@ impl Harness {
                     nat: None,
                     nonce,
                 };
-                let signed = req.signed(txn, &signer(kb));
-                match kb / 3 % 4 {
-                    2 => {
-                        let Frame::Register { sig, .. } = req.signed(txn, &signer(kb + 1)) else {
-                            unreachable!("signed() builds a Register")
-                        };
-                        let Frame::Register {
-                            txn,
-                            name,
-                            key,
-                            private,
-                            nat,
-                            nonce,
-                            ..
-                        } = signed
-                        else {
-                            unreachable!("signed() builds a Register")
-                        };
-                        Frame::Register {
-                            txn,
-                            name,
-                            key,
-                            private,
-                            nat,
-                            nonce,
-                            sig,
-                        }
-                    }
-                    3 => return (signed, true),
-                    _ => signed,
-                }
+                let frame = signing::register_frame(txn, &req, kb);
+                // The fourth way: an old client's (wire version 1).
+                return (frame, signing::signing(kb) == Signing::Fourth);
             }
             kind::CONNECT => {
                 let txn = u64::from(input.u8());
@@ -736,28 +704,15 @@ impl Harness {
     /// A registration was accepted: it must be its key's, over a nonce the registry sent
     /// to its address.
     fn check_accepted(&self, from: ConnId, request: &Frame) {
-        let Frame::Register {
-            name,
-            key,
-            private,
-            nat,
-            nonce,
-            sig,
-            ..
-        } = request
-        else {
+        let Frame::Register { nonce, .. } = request else {
             return;
         };
-        assert!(
-            auth::verify_register(name, key, private, *nat, nonce, sig),
-            "a registration that is not its key's was accepted"
-        );
         let remote = self.conns[from.0 as usize - 1].remote;
         let sent_there = self
             .conns
             .iter()
             .any(|c| c.remote == remote && c.issued.contains(nonce));
-        assert!(sent_there, "accepted a nonce never sent to {remote}");
+        signing::assert_accepted(request, sent_there);
     }
 
     /// A `Register` or `TcpConnect` gets exactly one answer on its connection.

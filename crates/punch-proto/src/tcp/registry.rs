@@ -21,7 +21,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::framing::{encode_framed, LEN_PREFIX};
-use crate::auth::{self, Nonces};
+use crate::auth::{Gate, RegisterGate};
 use crate::owners::{self, Owners, OwnersConfig, SharedOwners};
 use crate::ratelimit::{self, Limiter, RateLimit};
 use crate::wire::{self, ErrorCode, Frame, KeyBytes, PeerInfo, MAX_REASON_LEN};
@@ -202,10 +202,8 @@ pub struct TcpRegistry {
     actions: VecDeque<Action>,
     rng: StdRng,
     stats: TcpStats,
-    register_limiter: Limiter,
-    challenge_limiter: Limiter,
+    gate: RegisterGate,
     connect_limiter: Limiter,
-    nonces: Nonces,
 }
 
 impl TcpRegistry {
@@ -218,10 +216,8 @@ impl TcpRegistry {
             actions: VecDeque::new(),
             rng: StdRng::seed_from_u64(seed),
             stats: TcpStats::default(),
-            register_limiter: Limiter::new(cfg.register_limit),
-            challenge_limiter: Limiter::new(cfg.register_limit),
+            gate: RegisterGate::new(&cfg.nonce_secret, cfg.register_limit),
             connect_limiter: Limiter::new(cfg.connect_limit),
-            nonces: Nonces::new(&cfg.nonce_secret),
             cfg,
         }
     }
@@ -395,38 +391,8 @@ impl TcpRegistry {
             (
                 Listener::Main,
                 Role::New { .. } | Role::Control { .. },
-                Frame::Register {
-                    txn,
-                    name,
-                    key,
-                    private,
-                    nat,
-                    nonce,
-                    sig,
-                },
-            ) => {
-                // As over UDP: the nonce, its step's limit, then the signature.
-                let proven = self.nonces.check(now, remote, &nonce);
-                let limiter = if proven {
-                    &mut self.register_limiter
-                } else {
-                    &mut self.challenge_limiter
-                };
-                if !limiter.allow(now, remote.ip()) {
-                    return self.limited(conn, txn);
-                }
-                if !proven {
-                    self.stats.challenged += 1;
-                    let nonce = self.nonces.issue(now, remote);
-                    return self.send(conn, &Frame::Challenge { txn, nonce });
-                }
-                if !auth::verify_register(&name, &key, &private, nat, &nonce, &sig) {
-                    self.stats.bad_signatures += 1;
-                    let detail = "the registration is not signed by its key";
-                    return self.error(conn, txn, ErrorCode::BadSignature, detail);
-                }
-                self.register(now, conn, remote, txn, name, key)
-            }
+                register @ Frame::Register { .. },
+            ) => self.on_register(now, conn, remote, register),
             (Listener::Main, Role::Control { name }, Frame::TcpConnect { txn, target }) => {
                 if !self.connect_limiter.allow(now, remote.ip()) {
                     return self.limited(conn, txn);
@@ -446,6 +412,27 @@ impl TcpRegistry {
                 self.assist(conn, remote, session, private)
             }
             _ => self.reject(conn),
+        }
+    }
+
+    /// A registration: through the gate (limits, nonce, signature), as over UDP.
+    fn on_register(&mut self, now: Instant, conn: ConnId, remote: SocketAddr, register: Frame) {
+        let gate = self.gate.check(now, remote, &register);
+        let Frame::Register { txn, name, key, .. } = register else {
+            return;
+        };
+        match gate {
+            Gate::Limited => self.limited(conn, txn),
+            Gate::Challenge(nonce) => {
+                self.stats.challenged += 1;
+                self.send(conn, &Frame::Challenge { txn, nonce });
+            }
+            Gate::BadSignature => {
+                self.stats.bad_signatures += 1;
+                let detail = "the registration is not signed by its key";
+                self.error(conn, txn, ErrorCode::BadSignature, detail);
+            }
+            Gate::Accept => self.register(now, conn, remote, txn, name, key),
         }
     }
 
@@ -496,7 +483,7 @@ impl TcpRegistry {
         }
         self.stats.registrations += 1;
         let expires_secs = u32::try_from(self.cfg.registration_ttl.as_secs()).unwrap_or(u32::MAX);
-        let nonce = self.nonces.issue(now, remote);
+        let nonce = self.gate.next_nonce(now, remote);
         self.send(
             conn,
             &Frame::Registered {
