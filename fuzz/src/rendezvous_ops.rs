@@ -40,9 +40,10 @@
 //!   `BadSignature`) with its txn. `Registered` only ever answers a registration whose
 //!   signature is its key's, over a nonce the server sent to X.
 //! - A forged or unsigned registration is never accepted.
-//! - A `Connect` from X gets one `Error` to X with its txn, or exactly two introductions
-//!   of one session: to X (its txn, initiator, the target's name) and to the target's
-//!   address (txn 0, not initiator, X as the peer's public address).
+//! - A `Connect` from X (none if over the rate limit) gets one `Error` to X with its txn,
+//!   or exactly two introductions of one session: to X (its txn, initiator, the target's
+//!   name) and to the target's address (txn 0, not initiator, X as the peer's public
+//!   address).
 //! - An `IntroduceAck` is answered only with `PeerReady` of that session, only to the
 //!   session's two sides, and only when it came from one of them.
 //! - Other frames get no answer; a timeout only retransmits earlier introductions to their
@@ -282,9 +283,10 @@ impl Harness {
     }
 
     fn deliver(&mut self, from: SocketAddr, frame: Frame) -> Vec<(SocketAddr, Frame)> {
-        let limited = self.server.stats().register_limited;
+        let limited = |s: &punch_proto::rendezvous::Stats| s.register_limited + s.connect_limited;
+        let before = limited(self.server.stats());
         self.server.handle_frame(self.now, from, frame.clone());
-        let limited = self.server.stats().register_limited > limited;
+        let limited = limited(self.server.stats()) > before;
         self.check(Step::Frame { from, frame }, limited)
     }
 
@@ -333,6 +335,10 @@ impl Harness {
                 from,
                 frame: request @ Frame::Register { txn, .. },
             } => self.check_register(*from, *txn, request, &out, limited),
+            Step::Frame {
+                frame: Frame::Connect { .. },
+                ..
+            } if limited => assert!(out.is_empty(), "a limited Connect got answers: {out:?}"),
             Step::Frame {
                 from,
                 frame: Frame::Connect { txn, target },
