@@ -4,12 +4,17 @@
 //! key's signature), 3 the harness's own fourth way (an unsigned first request for the
 //! UDP server, an old version-1 client for the TCP one).
 
+use std::sync::OnceLock;
+
 use punch_proto::auth::{self, RegisterRequest, Signature, SigningKey, NO_NONCE};
 use punch_proto::wire::Frame;
 
-/// The key pair a key byte picks.
+/// The key pair a key byte picks (made once: deriving one per step would cost more than
+/// the step).
 pub fn signer(b: u8) -> SigningKey {
-    SigningKey::from_seed(&[b % 3 + 1; 32])
+    static KEYS: OnceLock<[SigningKey; 3]> = OnceLock::new();
+    let keys = KEYS.get_or_init(|| [1, 2, 3].map(|n| SigningKey::from_seed(&[n; 32])));
+    keys[usize::from(b % 3)].clone()
 }
 
 /// How a key byte says to sign.
