@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ring::rand::SystemRandom;
-use ring::signature::{self, Ed25519KeyPair, KeyPair};
+use ring::signature::{self, Ed25519KeyPair};
 
 /// Name of the key file inside the directory given to [`Identity::load_or_create`].
 pub const KEY_FILE_NAME: &str = "identity.key";
@@ -217,8 +217,7 @@ impl<'de> serde::Deserialize<'de> for PublicKey {
 /// `Debug` shows only the public key.
 #[derive(Clone)]
 pub struct Identity {
-    key_pair: Arc<Ed25519KeyPair>,
-    /// The same key, as the sans-IO client signs registrations with it.
+    /// The key pair (shared), as it signs here and signs the sans-IO client's registrations.
     signing: punch_proto::auth::SigningKey,
     /// The PKCS#8 DER the key pair was made from, handed to rustls by [`crate::tls`].
     pkcs8: Arc<[u8]>,
@@ -244,20 +243,10 @@ impl Identity {
 
     /// The identity in a PKCS#8 DER document (RFC 5958, version 1 or 2) holding an Ed25519 key.
     pub fn from_pkcs8_der(pkcs8: &[u8]) -> Result<Identity, IdentityError> {
-        let key_pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8)
-            .map_err(|e| IdentityError::InvalidKey(e.to_string()))?;
-        // ring's Ed25519 public keys are always 32 bytes (RFC 8032 §5.1.5), so this cannot fail.
-        let public = PublicKey(
-            key_pair
-                .public_key()
-                .as_ref()
-                .try_into()
-                .expect("Ed25519 public key is 32 bytes"),
-        );
         let signing = punch_proto::auth::SigningKey::from_pkcs8(pkcs8)
             .map_err(|e| IdentityError::InvalidKey(e.to_string()))?;
+        let public = PublicKey(signing.public_key());
         Ok(Identity {
-            key_pair: Arc::new(key_pair),
             signing,
             pkcs8: pkcs8.into(),
             public,
@@ -356,9 +345,7 @@ impl Identity {
 
     /// The Ed25519 signature (RFC 8032 §5.1.6) of `msg` by this identity.
     pub fn sign(&self, msg: &[u8]) -> [u8; SIGNATURE_LEN] {
-        let mut out = [0u8; SIGNATURE_LEN];
-        out.copy_from_slice(self.key_pair.sign(msg).as_ref());
-        out
+        self.signing.sign(msg).to_bytes()
     }
 
     /// The PKCS#8 DER of the private key, for building TLS configs.

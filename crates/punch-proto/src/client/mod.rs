@@ -186,8 +186,6 @@ pub struct Session {
     events: VecDeque<Event>,
     rng: StdRng,
     next_id: u64,
-    /// Our NAT type, once discovery found it.
-    own_nat: Option<Classic>,
     /// When we last asked the driver for a fresh port.
     last_rebind: Option<Instant>,
     closed: bool,
@@ -219,7 +217,6 @@ impl Session {
             events: VecDeque::new(),
             rng,
             next_id: 0,
-            own_nat: None,
             last_rebind: None,
             closed: false,
         };
@@ -374,7 +371,6 @@ impl Session {
     /// Tell the session what our NAT is: the server passes it to the peers we meet, and
     /// punching is skipped where the two types rule out a direct path.
     pub fn set_nat(&mut self, now: Instant, classic: Classic) {
-        self.own_nat = Some(classic);
         // The server keeps it with our registration: register again, now.
         if self.reg.set_nat(classic) {
             self.timers.set(Timer::Register, now);

@@ -387,7 +387,7 @@ impl Session {
     /// the relay carries the connection at once (or the error comes at once), instead of
     /// after the punching deadline.
     pub(super) fn check_possible(&mut self, now: Instant, key: PeerKey) {
-        let Some(own) = self.own_nat else { return };
+        let Some(own) = self.reg.nat() else { return };
         let Some(p) = self.peers.get(&key) else {
             return;
         };

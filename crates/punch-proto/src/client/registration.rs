@@ -89,6 +89,11 @@ impl Registration {
         self.resign(next)
     }
 
+    /// Our NAT type as registered, once discovery found it.
+    pub(crate) fn nat(&self) -> Option<Classic> {
+        self.req.nat
+    }
+
     /// Our NAT type, once discovery found it. False if unchanged.
     pub(crate) fn set_nat(&mut self, nat: Classic) -> bool {
         let next = RegisterRequest {

@@ -33,12 +33,19 @@ pub enum FramingError {
 
 /// `frame` with its length prefix, ready to write to a stream.
 pub fn encode_framed(frame: &Frame) -> Result<Vec<u8>, WireError> {
-    let body = frame.encode()?;
+    frame.encode().map(|body| prefixed(&body))
+}
+
+/// An encoded frame (at most [`MAX_FRAME_LEN`] bytes, as every encoder's output is) with
+/// its length prefix: for a frame encoded elsewhere, such as an answer in an older wire
+/// version.
+pub fn prefixed(body: &[u8]) -> Vec<u8> {
+    debug_assert!(body.len() <= MAX_FRAME_LEN);
     let mut out = Vec::with_capacity(LEN_PREFIX + body.len());
-    // encode() bounds the body by MAX_FRAME_LEN (1200), which fits a u16.
+    // Frames are bounded by MAX_FRAME_LEN (1200), which fits a u16.
     out.extend_from_slice(&(body.len() as u16).to_be_bytes());
-    out.extend_from_slice(&body);
-    Ok(out)
+    out.extend_from_slice(body);
+    out
 }
 
 /// Reassembles frames from stream reads.

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::framing::{encode_framed, LEN_PREFIX};
+use super::framing::{encode_framed, prefixed};
 use crate::auth::{Gate, RegisterGate};
 use crate::owners::{self, Owners, OwnersConfig, SharedOwners};
 use crate::ratelimit::{self, Limiter, RateLimit};
@@ -343,11 +343,8 @@ impl TcpRegistry {
         match wire::legacy_upgrade_answer(frame).filter(|_| first_on_main) {
             Some(answer) => {
                 self.stats.legacy_refused += 1;
-                // At most MAX_FRAME_LEN (1200) bytes: fits the u16 prefix.
-                let mut bytes = (answer.len() as u16).to_be_bytes().to_vec();
-                debug_assert_eq!(bytes.len(), LEN_PREFIX);
-                bytes.extend_from_slice(&answer);
-                self.actions.push_back(Action::Send(conn, bytes));
+                self.actions
+                    .push_back(Action::Send(conn, prefixed(&answer)));
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.role = Role::Closing;
                 }
