@@ -56,6 +56,8 @@ struct Shared {
     reporter: Reporter,
     client: Arc<Client>,
     auto: bool,
+    /// The relay may carry peers (`--relay auto|only`).
+    relay_on: bool,
     me: PublicKey,
     peers: Mutex<HashMap<String, PeerEntry>>,
     backlog: Mutex<VecDeque<String>>,
@@ -93,7 +95,8 @@ pub async fn run(opts: ChatOptions, reporter: Reporter) -> Result<()> {
     let me = client.public_key();
     // The socket is bound to every address: show the one our traffic to the server
     // leaves from (the LAN address peers behind the same NAT use).
-    let mut local = client.local_addr();
+    let server = client.server_addr();
+    let mut local = punch::socket::family::canonical(client.local_addr());
     if local.ip().is_unspecified() {
         local.set_ip(punch::nat::local_ip_toward(server, local.ip()));
     }
@@ -102,11 +105,13 @@ pub async fn run(opts: ChatOptions, reporter: Reporter) -> Result<()> {
         &me.to_string(),
         client.public_addr(),
         local,
+        server,
     );
     let shared = Arc::new(Shared {
         reporter: reporter.clone(),
         client: client.clone(),
         auto: opts.client.transport == TransportMode::Auto,
+        relay_on: opts.client.relay != punch::client::RelayMode::Never,
         me,
         peers: Mutex::new(HashMap::new()),
         backlog: Mutex::new(VecDeque::new()),
@@ -231,6 +236,15 @@ async fn events(shared: Arc<Shared>) {
             ClientEvent::DirectFailed { peer, reason } if shared.auto => r.notice(&format!(
                 "no direct UDP path to {peer} ({reason}); a direct TCP connection may follow"
             )),
+            // The peer stays on the UDP relay: say so, and why.
+            ClientEvent::DirectFailed { peer, reason } if shared.relay_on => r.path(
+                &peer,
+                "relay",
+                "relay",
+                shared.client.server_addr(),
+                "udp",
+                &format!("staying on the relay: {reason}"),
+            ),
             ClientEvent::DirectFailed { .. } => {}
             ClientEvent::PublicAddress { public } => r.address(
                 "public",
@@ -378,22 +392,29 @@ async fn attach(shared: Arc<Shared>, pc: PeerConnection, counted: bool) {
     drop(conv);
 }
 
-/// Parse `HOST:PORT` or `HOST` (default port 3478), resolving names.
-pub fn resolve_server(s: &str, default_port: u16) -> Result<SocketAddr> {
+/// Parse `HOST:PORT`, `HOST`, `[IPV6]:PORT` or `IPV6` (default port 3478), resolving
+/// names: every address, both families, in the resolver's order (the client races them,
+/// see `punch::client::eyeballs`).
+pub fn resolve_server(s: &str, default_port: u16) -> Result<Vec<SocketAddr>> {
     use std::net::ToSocketAddrs;
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, default_port)]);
+    }
     let with_port = if s.parse::<SocketAddr>().is_ok()
         || s.rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+            .is_some_and(|(h, p)| p.parse::<u16>().is_ok() && !h.contains(':'))
     {
         s.to_string()
     } else {
         format!("{s}:{default_port}")
     };
-    with_port
+    let addrs: Vec<SocketAddr> = with_port
         .to_socket_addrs()
         .with_context(|| format!("cannot resolve server address {s:?}"))?
-        .find(|a| a.is_ipv4())
-        .with_context(|| format!("no IPv4 address for {s:?}"))
+        .map(punch::socket::family::canonical)
+        .collect();
+    anyhow::ensure!(!addrs.is_empty(), "no address for {s:?}");
+    Ok(addrs)
 }
 
 /// What the user reads when a peer name comes with another key than the one we know.

@@ -66,8 +66,10 @@ enum Command {
         /// One JSON object on stdout instead of text.
         #[arg(long)]
         json: bool,
-        /// Local address to test from.
-        #[arg(long, default_value = "0.0.0.0")]
+        /// Local address to test from (the default, ::, is any address of the family
+        /// being tested). A server name with both IPv4 and IPv6 addresses is tested over
+        /// each family in turn: NATs are per family.
+        #[arg(long, default_value = "::")]
         bind: std::net::IpAddr,
     },
     /// Chat with peers directly: every line you type goes to every connected peer.
@@ -90,8 +92,9 @@ enum Command {
         /// Directory holding your identity key (created on first run).
         #[arg(long, env = "PUNCH_HOME")]
         home: Option<PathBuf>,
-        /// Local UDP address to bind.
-        #[arg(long, default_value = "0.0.0.0:0")]
+        /// Local UDP address to bind. The default, [::]:0, takes IPv4 and IPv6 on one
+        /// socket (0.0.0.0:0 on a host without IPv6); 0.0.0.0:0 keeps to IPv4.
+        #[arg(long, default_value = "[::]:0")]
         bind: SocketAddr,
         /// Seconds to try punching before giving up on a direct path.
         #[arg(long, default_value_t = 10.0)]
@@ -178,11 +181,29 @@ fn main() -> Result<()> {
         match cli.command {
             Command::Server { args, action } => serve::run(args, action).await,
             Command::NatType { server, json, bind } => {
-                let server = chat::resolve_server(&server, 3478)?;
-                let report = punch::nat::discover(server, bind)
-                    .await
-                    .context("running NAT discovery")?;
-                report::nat_report(&report, json);
+                let addrs = chat::resolve_server(&server, 3478)?;
+                // One test per family the server has (and the bind address allows).
+                let mut tested = Vec::new();
+                for a in punch::client::eyeballs::order(&addrs) {
+                    let fits = bind.is_unspecified() || bind.is_ipv4() == a.is_ipv4();
+                    if fits
+                        && !tested
+                            .iter()
+                            .any(|t: &SocketAddr| t.is_ipv4() == a.is_ipv4())
+                    {
+                        tested.push(a);
+                    }
+                }
+                anyhow::ensure!(
+                    !tested.is_empty(),
+                    "the server has no address of --bind {bind}'s family ({addrs:?})"
+                );
+                for a in tested {
+                    let report = punch::nat::discover(a, bind)
+                        .await
+                        .with_context(|| format!("running NAT discovery against {a}"))?;
+                    report::nat_report(&report, json);
+                }
                 Ok(())
             }
             Command::Chat {
@@ -206,8 +227,9 @@ fn main() -> Result<()> {
                         "--accept-new-key {n:?}: a peer name is 1 to 64 bytes"
                     );
                 }
-                let server = chat::resolve_server(&server, 3478)?;
-                let mut client = ClientConfig::new(server, name);
+                let servers = chat::resolve_server(&server, 3478)?;
+                let mut client = ClientConfig::new(servers[0], name);
+                client.server_addrs = servers;
                 client.bind = bind;
                 client.punch.deadline = secs("punch-timeout", punch_timeout)?;
                 client.peer_keepalive = secs("keepalive", keepalive)?;
@@ -236,8 +258,9 @@ fn main() -> Result<()> {
                 mib,
                 relay,
             } => {
-                let server = chat::resolve_server(&server, 3478)?;
-                let mut cfg = ClientConfig::new(server, name);
+                let servers = chat::resolve_server(&server, 3478)?;
+                let mut cfg = ClientConfig::new(servers[0], name);
+                cfg.server_addrs = servers;
                 cfg.relay = relay;
                 bench::run(cfg, peer, mib).await
             }

@@ -15,6 +15,15 @@ pub struct Reporter {
     json: bool,
 }
 
+/// "ipv4" or "ipv6".
+pub fn family(a: SocketAddr) -> &'static str {
+    if a.is_ipv4() {
+        "ipv4"
+    } else {
+        "ipv6"
+    }
+}
+
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0 * 10.0).round() / 10.0
 }
@@ -33,11 +42,21 @@ impl Reporter {
         let _ = out.flush();
     }
 
-    /// Registered with the server.
-    pub fn registered(&self, name: &str, key: &str, public: SocketAddr, local: SocketAddr) {
+    /// Registered with the server at `server` (the address Happy Eyeballs chose: its
+    /// family is the one we registered over).
+    pub fn registered(
+        &self,
+        name: &str,
+        key: &str,
+        public: SocketAddr,
+        local: SocketAddr,
+        server: SocketAddr,
+    ) {
+        let family = family(server);
         self.emit(
-            json!({"event":"registered","name":name,"key":key,"public":public.to_string(),"local":local.to_string()}),
-            format!("registered as {name} (public address {public}, local {local}); key {key}"),
+            json!({"event":"registered","name":name,"key":key,"public":public.to_string(),
+                   "local":local.to_string(),"server":server.to_string(),"family":family}),
+            format!("registered as {name} with {server} over {family} (public address {public}, local {local}); key {key}"),
         );
     }
 
@@ -57,10 +76,12 @@ impl Reporter {
         let rtt_text = rtt
             .map(|r| format!(", rtt {:.1} ms", ms(r)))
             .unwrap_or_default();
+        let family = family(remote);
         self.emit(
             json!({"event":"connected","peer":peer,"key":key,"path":path,"candidate":candidate,
-                   "remote":remote.to_string(),"rtt_ms":rtt.map(ms),"transport":transport}),
-            format!("connected to {peer} over {transport}: {path} path ({candidate}, {remote}){rtt_text}; key {key}"),
+                   "remote":remote.to_string(),"family":family,"rtt_ms":rtt.map(ms),
+                   "transport":transport}),
+            format!("connected to {peer} over {transport}: {path} path ({candidate}, {family} {remote}){rtt_text}; key {key}"),
         );
     }
 
@@ -91,10 +112,12 @@ impl Reporter {
         transport: &str,
         reason: &str,
     ) {
+        let family = family(remote);
         self.emit(
             json!({"event":"path","peer":peer,"path":path,"candidate":candidate,
-                   "remote":remote.to_string(),"transport":transport,"reason":reason}),
-            format!("path to {peer} is now {path} over {transport} ({remote}): {reason}"),
+                   "remote":remote.to_string(),"family":family,"transport":transport,
+                   "reason":reason}),
+            format!("path to {peer} is now {path} over {transport} ({family} {remote}): {reason}"),
         );
     }
 

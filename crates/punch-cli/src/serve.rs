@@ -5,7 +5,7 @@
 //! database (`--data-dir`) shared by the UDP and TCP registries, and writing it one last
 //! time on SIGINT or SIGTERM. The server itself is `punch::server` and `punch::tcp::server`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -22,14 +22,18 @@ use crate::secs;
 /// Options of `punch server`.
 #[derive(Args, Debug)]
 pub struct ServerArgs {
-    /// UDP address to listen on.
-    #[arg(long, default_value = "0.0.0.0:3478")]
-    pub listen: SocketAddr,
+    /// UDP address to listen on. The default, [::]:3478, is one dual-stack socket that
+    /// serves IPv4 and IPv6 alike (0.0.0.0:3478 on a host without IPv6). Repeat it with
+    /// one specific address per family to give each family its own --alt-addr, e.g.
+    /// --listen 203.0.113.10:3478 --listen [2001:db8::10]:3478 (same port).
+    #[arg(long, default_value = "[::]:3478", value_name = "ADDR:PORT")]
+    pub listen: Vec<SocketAddr>,
     /// A second IP address of this host: enables full NAT behaviour discovery
     /// (RFC 5780: the server answers from the other address and port on request).
-    /// --listen must then name a specific address.
+    /// The --listen address of its family must then be a specific one. Repeat it for
+    /// the other family.
     #[arg(long, value_name = "IP")]
-    pub alt_addr: Option<std::net::IpAddr>,
+    pub alt_addr: Vec<std::net::IpAddr>,
     /// The alternate port (default: the listen port + 1).
     #[arg(long, value_name = "PORT", requires = "alt_addr")]
     pub alt_port: Option<u16>,
@@ -79,6 +83,58 @@ pub struct ServerArgs {
     /// twice that). 0: no limit.
     #[arg(long, default_value_t = ratelimit::DEFAULT_STUN.per_second, value_name = "PER_SEC")]
     pub stun_rate: f64,
+}
+
+/// The socket groups for `--listen` and `--alt-addr` (see `punch::server`), checked
+/// before anything is bound: one listen address per family (`[::]` is both, so alone),
+/// one port, and each alternate address beside a specific listen address of its family.
+fn listen_groups(
+    listen: &[SocketAddr],
+    alt: &[IpAddr],
+) -> Result<Vec<(SocketAddr, Option<IpAddr>)>> {
+    anyhow::ensure!(!listen.is_empty(), "--listen needs an address");
+    let dual = listen
+        .iter()
+        .any(|a| punch::socket::family::is_dual_stack_any(*a));
+    anyhow::ensure!(
+        !dual || listen.len() == 1,
+        "--listen [::]:PORT already serves both families; give it alone, or one specific \
+         address per family"
+    );
+    for (i, a) in listen.iter().enumerate() {
+        anyhow::ensure!(
+            !listen[..i].iter().any(|b| b.is_ipv4() == a.is_ipv4()),
+            "--listen: one address per family (two {} given)",
+            if a.is_ipv4() { "IPv4" } else { "IPv6" }
+        );
+        anyhow::ensure!(
+            a.port() == listen[0].port(),
+            "--listen addresses must share one port (the TCP main port is that port)"
+        );
+    }
+    let mut groups: Vec<(SocketAddr, Option<IpAddr>)> = listen.iter().map(|a| (*a, None)).collect();
+    for ip in alt {
+        let Some(g) = groups.iter_mut().find(|(l, _)| l.is_ipv4() == ip.is_ipv4()) else {
+            anyhow::bail!("--alt-addr {ip}: no --listen address of its family");
+        };
+        anyhow::ensure!(
+            g.1.is_none(),
+            "--alt-addr: one per family ({ip} and {} given)",
+            g.1.map(|x| x.to_string()).unwrap_or_default()
+        );
+        anyhow::ensure!(
+            !g.0.ip().is_unspecified(),
+            "--alt-addr {ip} needs a specific --listen address of its family (not {}): \
+             RFC 5780 answers name the address they come from",
+            g.0
+        );
+        anyhow::ensure!(
+            *ip != g.0.ip(),
+            "--alt-addr {ip} is the --listen address itself"
+        );
+        g.1 = Some(*ip);
+    }
+    Ok(groups)
 }
 
 /// A per-source limit of `per_second`, bursts of twice that (0: none).
@@ -216,8 +272,9 @@ async fn serve(args: ServerArgs) -> Result<()> {
         max_bytes: relay_max_mib.saturating_mul(1024 * 1024),
         idle_timeout: secs("relay-idle-timeout", relay_idle_timeout)?,
     };
+    let groups = listen_groups(&listen, &alt_addr)?;
     let cfg = ServerConfig {
-        alt_ip: alt_addr,
+        alt_ip: None,
         alt_port,
         rendezvous: RendezvousConfig {
             relay: relay.clone(),
@@ -228,15 +285,15 @@ async fn serve(args: ServerArgs) -> Result<()> {
         },
         stun_limit,
     };
-    let sockets = punch::server::ServerSockets::bind(listen, &cfg)
+    let sockets = punch::server::ServerSockets::bind_groups(&groups, alt_port)
         .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+        .with_context(|| format!("cannot listen on {listen:?}"))?;
     let addrs: Vec<String> = sockets.all_addrs().iter().map(|a| a.to_string()).collect();
     eprintln!("punch server listening on {} (UDP)", addrs.join(", "));
     if no_relay {
         eprintln!("relaying is off: peers that cannot punch a direct path get an error");
     }
-    if alt_addr.is_none() {
+    if alt_addr.is_empty() {
         eprintln!("note: full NAT behaviour discovery needs a second address (--alt-addr IP)");
     }
     // TCP main (same address and port number as UDP) + assist listeners; their
@@ -244,13 +301,18 @@ async fn serve(args: ServerArgs) -> Result<()> {
     let _tcp = if no_tcp {
         None
     } else {
-        // The UDP port actually bound (also when --listen asked for port 0).
-        let tcp_main = SocketAddr::new(listen.ip(), sockets.local_addr().port());
-        let assist_port = tcp_assist_port.unwrap_or(match listen.port() {
+        // The UDP port actually bound (also when --listen asked for port 0). One TCP
+        // registry: with one listen address per family, TCP listens on both at once.
+        let ip = match listen.as_slice() {
+            [one] => one.ip(),
+            _ => punch::socket::family::DUAL_STACK_ANY.ip(),
+        };
+        let tcp_main = SocketAddr::new(ip, sockets.local_addr().port());
+        let assist_port = tcp_assist_port.unwrap_or(match listen[0].port() {
             0 => 0,
             p => p.wrapping_add(1),
         });
-        let assist = SocketAddr::new(listen.ip(), assist_port);
+        let assist = SocketAddr::new(ip, assist_port);
         let tcp_cfg = punch::tcp::server::TcpServerConfig {
             registry: punch::punch_proto::tcp::registry::TcpRegistryConfig {
                 relay: !no_relay,

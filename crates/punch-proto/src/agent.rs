@@ -28,9 +28,11 @@
 //!    start after [`PunchConfig::open_delay`] anyway.
 //! 3. A probe from an address we do not know is answered and becomes a peer-reflexive
 //!    candidate (RFC 8445 §7.3.1.3): that is how a symmetric NAT's fresh port is learned.
-//! 4. An ack proves the path both ways. A private (host) path wins over a public one
-//!    when both work (peers behind the same NAT); if a public path answers first while
-//!    host candidates are untried, the agent waits [`PunchConfig::private_grace`] for them.
+//! 4. An ack proves the path both ways. An IPv6 path wins over an IPv4 one when both
+//!    work (no NAT on it, and RFC 6724 prefers it too), then a private (host) path over a
+//!    public one (peers behind the same NAT); if a path answers first while a better kind
+//!    is untried (an IPv6 candidate, or a host one), the agent waits
+//!    [`PunchConfig::private_grace`] for it.
 //!
 //! After [`Event::Selected`] the agent stops punching but keeps answering probes, so the
 //! peer can finish choosing its own path, and (with [`PunchConfig::liveness`]) it keeps
@@ -58,7 +60,7 @@ pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_MAX_PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// Give up on a direct path after this long.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
-/// How long a working public path waits for an untried private one.
+/// How long a working path waits for an untried better one (IPv6, or private).
 pub const DEFAULT_PRIVATE_GRACE: Duration = Duration::from_millis(50);
 /// Copies of each opening probe, sent back to back: the opening must survive a lost
 /// datagram on the LAN, since the ready signal that follows it is trusted blindly.
@@ -105,7 +107,8 @@ pub struct PunchConfig {
     pub max_probe_interval: Duration,
     /// Deadline after which the session fails.
     pub deadline: Duration,
-    /// Wait for untried private candidates after a public path works.
+    /// Wait for untried better candidates (IPv6 ones, then private ones) after a path
+    /// works.
     pub private_grace: Duration,
     /// Watch the chosen path after selection; `None` stops all sending once a path is
     /// chosen (the caller then watches it itself).
@@ -188,6 +191,11 @@ pub enum Event {
         /// How long it had been silent.
         silent_for: Duration,
     },
+}
+
+/// A candidate's preference, smaller first: IPv6 before IPv4, then by kind.
+fn rank(c: &Candidate) -> (bool, CandidateKind) {
+    (c.addr.is_ipv4(), c.kind)
 }
 
 #[derive(Debug, Clone)]
@@ -407,14 +415,19 @@ impl Agent {
             .candidates
             .iter()
             .filter(|c| c.rtt.is_some())
-            .min_by_key(|c| (c.kind, c.rtt))
+            .min_by_key(|c| (rank(c), c.rtt))
             .cloned();
         let Some(best) = best else { return };
-        let host_pending = self
-            .candidates
-            .iter()
-            .any(|c| c.kind == CandidateKind::Host && c.rtt.is_none());
-        if best.kind != CandidateKind::Host && host_pending {
+        // Worth a short wait: an untried IPv6 candidate while the best is IPv4, or an
+        // untried host one of the best's family while the best is not a host one.
+        let better_pending = self.candidates.iter().any(|c| {
+            c.rtt.is_none()
+                && ((c.addr.is_ipv6() && best.addr.is_ipv4())
+                    || (c.kind == CandidateKind::Host
+                        && best.kind != CandidateKind::Host
+                        && c.addr.is_ipv4() == best.addr.is_ipv4()))
+        });
+        if better_pending {
             let until = *self.grace_until.get_or_insert(now + self.cfg.private_grace);
             if now < until {
                 return;

@@ -6,7 +6,7 @@
 //! are the core's.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket as StdUdpSocket};
 
 use punch_proto::nat::{Discovery, DiscoveryConfig, LocalSocket, NatReport};
 use rand::Rng;
@@ -14,16 +14,24 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 /// The address this host uses toward `server` (asking the kernel for the route: connect
-/// on a throwaway UDP socket sends nothing). Falls back to `bind` itself.
+/// on a throwaway UDP socket sends nothing). A specific `bind` is the answer itself;
+/// without a route, the unspecified address of `server`'s family.
 pub fn local_ip_toward(server: SocketAddr, bind: IpAddr) -> IpAddr {
     if !bind.is_unspecified() {
         return bind;
     }
-    let probe = StdUdpSocket::bind(SocketAddr::new(bind, 0)).and_then(|s| {
+    let any: IpAddr = if server.is_ipv4() {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        Ipv6Addr::UNSPECIFIED.into()
+    };
+    let probe = StdUdpSocket::bind(SocketAddr::new(any, 0)).and_then(|s| {
         s.connect(server)?;
         s.local_addr()
     });
-    probe.map(|a| a.ip()).unwrap_or(bind)
+    probe
+        .map(|a| crate::socket::family::canonical(a).ip())
+        .unwrap_or(any)
 }
 
 /// Run RFC 5780 discovery against `server` from two fresh sockets on `bind`.
@@ -31,6 +39,12 @@ pub fn local_ip_toward(server: SocketAddr, bind: IpAddr) -> IpAddr {
 /// Always ends: the core bounds every test by retransmission limits, so an unreachable
 /// server yields a `blocked` report, not an endless wait.
 pub async fn discover(server: SocketAddr, bind: IpAddr) -> io::Result<NatReport> {
+    // Discovery is per family: an unspecified `bind` means the server's.
+    let bind = match (bind.is_unspecified(), server.is_ipv4()) {
+        (true, true) => Ipv4Addr::UNSPECIFIED.into(),
+        (true, false) => Ipv6Addr::UNSPECIFIED.into(),
+        (false, _) => bind,
+    };
     let ip = local_ip_toward(server, bind);
     let mapping = UdpSocket::bind(SocketAddr::new(bind, 0)).await?;
     let filtering = UdpSocket::bind(SocketAddr::new(bind, 0)).await?;

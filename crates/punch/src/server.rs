@@ -1,13 +1,23 @@
 //! The rendezvous server's IO: its UDP sockets, STUN, the `<Hi!>` check, and the registry.
 //!
-//! Owns the sockets (one, or four with a second address: two addresses x two ports, for
-//! RFC 5780 behaviour discovery), the receive tasks and the timers. The registry and
-//! introduction logic is the sans-IO [`punch_proto::rendezvous::Rendezvous`]; STUN answers
-//! come from [`punch_proto::stun::responder::StunResponder`]. Rendezvous frames are taken
-//! on the primary socket only; STUN and `<Hi!>` on every socket. Malformed datagrams are
-//! counted and logged at debug level, never answered and never a panic.
+//! Owns the sockets, the receive tasks and the timers. The sockets come in groups, one
+//! per listen address: one socket, or four with a second address (two addresses x two
+//! ports, for RFC 5780 behaviour discovery). The default is one group on `[::]`, a single
+//! dual-stack socket (IPv6 with `IPV6_V6ONLY` off) that serves IPv4 and IPv6 on one port
+//! and relays between them without a hop between sockets. RFC 5780 needs specific
+//! addresses, so a server that discovers NAT behaviour in both families listens on one
+//! address per family, each with its own alternate (`--listen A4 --listen A6 --alt-addr
+//! B4 --alt-addr B6`); all groups share one registry, and a datagram for a peer of the
+//! other family leaves from that family's primary socket. Addresses are made canonical
+//! as they arrive (`::ffff:a.b.c.d` is IPv4 to the registry).
+//!
+//! The registry and introduction logic is the sans-IO
+//! [`punch_proto::rendezvous::Rendezvous`]; STUN answers come from
+//! [`punch_proto::stun::responder::StunResponder`], one per group. Rendezvous frames are
+//! taken on each group's primary socket only; STUN and `<Hi!>` on every socket.
+//! Malformed datagrams are counted and logged at debug level, never answered and never a
+//! panic.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -66,19 +76,88 @@ pub struct IoStats {
     pub stun_limited: u64,
 }
 
-/// The server's bound sockets, with the addresses they stand for.
+/// The server's bound sockets, with the addresses they stand for: one group per listen
+/// address.
 #[derive(Debug)]
 pub struct ServerSockets {
+    groups: Vec<Group>,
+}
+
+/// One listen address's sockets (one, or four for RFC 5780).
+#[derive(Debug)]
+struct Group {
     addrs: ServerAddrs,
     sockets: Vec<(SocketId, UdpSocket)>,
 }
 
+fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    UdpSocket::from_std(crate::socket::family::bind_udp_or_ipv4(addr)?)
+}
+
 impl ServerSockets {
     /// Bind `listen`, and with `cfg.alt_ip` the other three sockets of RFC 5780 §6.1.
+    /// `[::]` is bound dual-stack.
     pub async fn bind(listen: SocketAddr, cfg: &ServerConfig) -> io::Result<ServerSockets> {
-        let primary = UdpSocket::bind(listen).await?;
+        Self::bind_groups(&[(listen, cfg.alt_ip)], cfg.alt_port).await
+    }
+
+    /// Bind one group per `(listen, alternate IP)` (see the module doc); `alt_port` as
+    /// for [`ServerConfig::alt_port`], the same in every group.
+    pub async fn bind_groups(
+        groups: &[(SocketAddr, Option<IpAddr>)],
+        alt_port: Option<u16>,
+    ) -> io::Result<ServerSockets> {
+        if groups.is_empty() || groups.len() > MAX_GROUPS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("1 to {MAX_GROUPS} listen addresses"),
+            ));
+        }
+        let mut out = Vec::new();
+        for &(listen, alt_ip) in groups {
+            out.push(Group::bind(listen, alt_ip, alt_port).await?);
+        }
+        Ok(ServerSockets { groups: out })
+    }
+
+    /// The primary address (registrations and introductions) of the first group.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.groups[0].addrs.primary()
+    }
+
+    /// Every group's primary address.
+    pub fn primary_addrs(&self) -> Vec<SocketAddr> {
+        self.groups.iter().map(|g| g.addrs.primary()).collect()
+    }
+
+    /// Every bound address.
+    pub fn all_addrs(&self) -> Vec<SocketAddr> {
+        self.groups
+            .iter()
+            .flat_map(|g| g.addrs.sockets().into_iter().map(|(_, a)| a))
+            .collect()
+    }
+
+    /// True if some group answers RFC 5780 behaviour discovery.
+    pub fn supports_behavior_discovery(&self) -> bool {
+        self.groups
+            .iter()
+            .any(|g| g.addrs.supports_behavior_discovery())
+    }
+}
+
+/// Most listen addresses (one per family, and a spare).
+pub const MAX_GROUPS: usize = 4;
+
+impl Group {
+    async fn bind(
+        listen: SocketAddr,
+        alt_ip: Option<IpAddr>,
+        alt_port: Option<u16>,
+    ) -> io::Result<Group> {
+        let primary = bind_udp(listen)?;
         let primary_addr = primary.local_addr()?;
-        let alt_port = match (cfg.alt_ip, cfg.alt_port) {
+        let alt_port = match (alt_ip, alt_port) {
             (_, Some(p)) => Some(p),
             (Some(_), None) => Some(primary_addr.port().checked_add(1).ok_or_else(|| {
                 io::Error::new(
@@ -88,31 +167,20 @@ impl ServerSockets {
             })?),
             (None, None) => None,
         };
-        let addrs = match cfg.alt_ip {
-            Some(_) => ServerAddrs::new(primary_addr, cfg.alt_ip, alt_port)
+        let addrs = match alt_ip {
+            Some(_) => ServerAddrs::new(primary_addr, alt_ip, alt_port)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
             None => ServerAddrs::single(primary_addr),
         };
         let mut sockets = vec![(SocketId::PRIMARY, primary)];
         for (id, addr) in addrs.sockets() {
             if id != SocketId::PRIMARY {
-                let s = UdpSocket::bind(addr)
-                    .await
+                let s = bind_udp(addr)
                     .map_err(|e| io::Error::new(e.kind(), format!("cannot bind {addr}: {e}")))?;
                 sockets.push((id, s));
             }
         }
-        Ok(ServerSockets { addrs, sockets })
-    }
-
-    /// The primary address (registrations and introductions).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addrs.primary()
-    }
-
-    /// Every bound address.
-    pub fn all_addrs(&self) -> Vec<SocketAddr> {
-        self.addrs.sockets().into_iter().map(|(_, a)| a).collect()
+        Ok(Group { addrs, sockets })
     }
 }
 
@@ -131,20 +199,79 @@ pub fn answer_hi(data: &[u8]) -> Option<Vec<u8>> {
     Some(answer)
 }
 
+/// One socket the server sends from, and which destinations it can reach.
+struct Out {
+    group: usize,
+    id: SocketId,
+    socket: Arc<UdpSocket>,
+    /// quinn-udp's view of it (GSO sends of relayed trains).
+    state: quinn::udp::UdpSocketState,
+    /// An IPv6 socket: IPv4 destinations need the mapped form, and only a dual-stack
+    /// one (bound to `[::]`) reaches them.
+    ipv6: bool,
+    dual: bool,
+}
+
+impl Out {
+    fn reaches(&self, to: SocketAddr) -> bool {
+        match (to.is_ipv4(), self.ipv6) {
+            (true, false) | (false, true) => true,
+            (true, true) => self.dual,
+            (false, false) => false,
+        }
+    }
+}
+
+/// Every socket of every group.
+struct Outs(Vec<Out>);
+
+impl Outs {
+    fn get(&self, group: usize, id: SocketId) -> Option<&Out> {
+        self.0.iter().find(|o| o.group == group && o.id == id)
+    }
+
+    /// The socket a datagram to `to` leaves from: `(group, id)` if it reaches `to`, else
+    /// the first primary socket that does (a peer of the other family).
+    fn toward(&self, group: usize, id: SocketId, to: SocketAddr) -> Option<&Out> {
+        self.get(group, id).filter(|o| o.reaches(to)).or_else(|| {
+            self.0
+                .iter()
+                .find(|o| o.id == SocketId::PRIMARY && o.reaches(to))
+        })
+    }
+
+    /// Send `bytes` to `to` from `(group, id)`, or the socket that reaches it.
+    fn send(&self, group: usize, id: SocketId, to: SocketAddr, bytes: &[u8]) {
+        let Some(out) = self.toward(group, id, to) else {
+            debug!(%to, "no socket reaches that address family");
+            return;
+        };
+        let dest = crate::socket::family::for_socket(to, out.ipv6);
+        if let Err(e) = crate::socket::raw_send(&out.socket, bytes, dest) {
+            debug!(%to, error = %e, "send failed");
+        }
+    }
+}
+
+/// A datagram from a receive task: group, socket, (canonical) source, bytes.
+type Inbound = (usize, SocketId, SocketAddr, Vec<u8>);
+
 /// Serve on `sockets` until `shutdown` completes.
 pub async fn run(
     sockets: ServerSockets,
     cfg: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let ServerSockets { addrs, sockets } = sockets;
-    info!(addresses = ?addrs.sockets(), "rendezvous server listening (UDP: STUN binding, <Hi!>, punch registry)");
-    if !addrs.supports_behavior_discovery() {
+    let ServerSockets { groups } = sockets;
+    let all: Vec<_> = groups.iter().map(|g| g.addrs.sockets()).collect();
+    info!(addresses = ?all, "rendezvous server listening (UDP: STUN binding, <Hi!>, punch registry)");
+    if !groups.iter().any(|g| g.addrs.supports_behavior_discovery()) {
         info!("full NAT behaviour discovery (RFC 5780) needs a second address: start with --alt-addr IP");
     }
-    let responder = StunResponder::new(addrs);
-    // Shared with the primary socket's receive task, which relays datagrams itself: the
-    // relay's hot path then costs one lock and one send, no queue hop or copy.
+    let responders: Vec<StunResponder> =
+        groups.iter().map(|g| StunResponder::new(g.addrs)).collect();
+    // Shared with the primary sockets' receive tasks, which relay datagrams themselves:
+    // the relay's hot path then costs one lock and one send, no queue hop or copy.
     let registry = Arc::new(Mutex::new(Rendezvous::new(
         cfg.rendezvous,
         rand::rng().random(),
@@ -152,26 +279,33 @@ pub async fn run(
     let mut stats = IoStats::default();
     let mut stun_limiter = Limiter::new(cfg.stun_limit);
 
-    let (tx, mut inbox) = mpsc::channel::<(SocketId, SocketAddr, Vec<u8>)>(INBOX);
-    let mut out: HashMap<SocketId, Arc<UdpSocket>> = HashMap::new();
+    let mut outs = Vec::new();
+    for (group, g) in groups.into_iter().enumerate() {
+        for (id, socket) in g.sockets {
+            let local = socket.local_addr()?;
+            let state = quinn::udp::UdpSocketState::new((&socket).into())?;
+            outs.push(Out {
+                group,
+                id,
+                socket: Arc::new(socket),
+                state,
+                ipv6: local.is_ipv6(),
+                dual: crate::socket::family::is_dual_stack_any(local),
+            });
+        }
+    }
+    let outs = Arc::new(Outs(outs));
+    let (tx, mut inbox) = mpsc::channel::<Inbound>(INBOX);
     let mut tasks = Vec::new();
-    for (id, socket) in sockets {
-        let socket = Arc::new(socket);
-        out.insert(id, socket.clone());
-        let tx = tx.clone();
-        let registry = registry.clone();
+    for i in 0..outs.0.len() {
         tasks.push(AbortOnDrop(tokio::spawn(recv_task(
-            id, socket, tx, registry,
+            outs.clone(),
+            i,
+            tx.clone(),
+            registry.clone(),
         ))));
     }
     drop(tx);
-    let send = |id: SocketId, to: SocketAddr, bytes: &[u8]| {
-        if let Some(s) = out.get(&id) {
-            if let Err(e) = crate::socket::raw_send(s, bytes, to) {
-                debug!(%to, error = %e, "send failed");
-            }
-        }
-    };
 
     tokio::pin!(shutdown);
     loop {
@@ -185,7 +319,7 @@ pub async fn run(
                 return Ok(());
             }
             got = inbox.recv() => {
-                let Some((on, from, data)) = got else {
+                let Some((group, on, from, data)) = got else {
                     warn!("every receive task ended");
                     return Ok(());
                 };
@@ -195,12 +329,12 @@ pub async fn run(
                     stats.stun_limited += 1;
                 } else if let Some(answer) = hi {
                     stats.hi_answered += 1;
-                    send(on, from, &answer);
+                    outs.send(group, on, from, &answer);
                 } else if stun::looks_like_stun(&data) {
-                    match responder.respond(on, from, &data) {
+                    match responders[group].respond(on, from, &data) {
                         Some(reply) => {
                             stats.stun_answered += 1;
-                            send(reply.socket, reply.dest, &reply.payload);
+                            outs.send(group, reply.socket, reply.dest, &reply.payload);
                         }
                         None => {
                             stats.malformed += 1;
@@ -233,7 +367,7 @@ pub async fn run(
         let mut reg = lock(&registry);
         reg.handle_timeout(Instant::now().into_std());
         while let Some((to, bytes)) = reg.poll_transmit() {
-            send(SocketId::PRIMARY, to, &bytes);
+            outs.send(0, SocketId::PRIMARY, to, &bytes);
         }
     }
 }
@@ -249,22 +383,18 @@ const RECV_BUF: usize = 64 * 1024;
 /// system calls. Relayed datagrams are forwarded right here (one lock per batch, one GSO
 /// send per train of datagrams to the same peer); the rest go to the server loop.
 async fn recv_task(
-    id: SocketId,
-    socket: Arc<UdpSocket>,
-    tx: mpsc::Sender<(SocketId, SocketAddr, Vec<u8>)>,
+    outs: Arc<Outs>,
+    index: usize,
+    tx: mpsc::Sender<Inbound>,
     registry: Arc<Mutex<Rendezvous>>,
 ) {
-    let state = match quinn::udp::UdpSocketState::new((&*socket).into()) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, "cannot set up batched receive");
-            return;
-        }
-    };
+    let me = &outs.0[index];
+    let (group, id, state) = (me.group, me.id, &me.state);
+    let socket: &UdpSocket = &me.socket;
     if id == SocketId::PRIMARY {
         // The relay's queue toward the peers: bursts wait here while the server is
         // descheduled; the kernel caps it at net.core.rmem_max.
-        if let Err(e) = state.set_recv_buffer_size((&*socket).into(), RELAY_SOCKET_BUFFER) {
+        if let Err(e) = state.set_recv_buffer_size(socket.into(), RELAY_SOCKET_BUFFER) {
             debug!(error = %e, "cannot enlarge the receive buffer");
         }
     }
@@ -284,7 +414,7 @@ async fn recv_task(
             .map(std::io::IoSliceMut::new)
             .collect();
         let got = socket.try_io(tokio::io::Interest::READABLE, || {
-            state.recv((&*socket).into(), &mut bufs, &mut meta)
+            state.recv(socket.into(), &mut bufs, &mut meta)
         });
         let n = match got {
             Ok(n) => n,
@@ -300,18 +430,21 @@ async fn recv_task(
         let mut reg = None;
         for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
             let stride = m.stride.max(1);
+            let from = crate::socket::family::canonical(m.addr);
             for data in buf[..m.len.min(buf.len())].chunks(stride) {
                 if id == SocketId::PRIMARY && data.first() == Some(&wire::RELAY_TAG) {
                     let reg = reg.get_or_insert_with(|| lock(&registry));
-                    if let Some(to) = relay_datagram(&socket, reg, now, m.addr, data) {
-                        train.push(&socket, &state, to, data);
+                    if let Some(to) = relay_datagram(&outs, group, reg, now, from, data) {
+                        if let Some(out) = outs.toward(group, id, to) {
+                            train.push(out, to, data);
+                        }
                     }
-                } else if tx.try_send((id, m.addr, data.to_vec())).is_err() {
-                    debug!(from = %m.addr, "server inbox full; datagram dropped");
+                } else if tx.try_send((group, id, from, data.to_vec())).is_err() {
+                    debug!(%from, "server inbox full; datagram dropped");
                 }
             }
         }
-        train.flush(&socket, &state);
+        train.flush();
     }
 }
 
@@ -324,7 +457,9 @@ const GSO_MAX_BYTES: usize = u16::MAX as usize - 28;
 /// peer reads them in one go (GRO). Runs may span the trains of one receive batch. GSO
 /// asks that every segment but the last has the first one's length.
 #[derive(Default)]
-struct Train {
+struct Train<'a> {
+    /// The socket it leaves from (one that reaches `to`).
+    out: Option<&'a Out>,
     to: Option<SocketAddr>,
     /// Length of every segment but the last.
     segment: usize,
@@ -334,18 +469,13 @@ struct Train {
     bytes: Vec<u8>,
 }
 
-impl Train {
-    /// Forward `data` to `to`, with the datagrams before it if it can join them.
-    fn push(
-        &mut self,
-        socket: &UdpSocket,
-        state: &quinn::udp::UdpSocketState,
-        to: SocketAddr,
-        data: &[u8],
-    ) {
-        if !self.joins(to, data.len(), state.max_gso_segments()) {
-            self.flush(socket, state);
+impl<'a> Train<'a> {
+    /// Forward `data` to `to` from `out`, with the datagrams before it if it can join them.
+    fn push(&mut self, out: &'a Out, to: SocketAddr, data: &[u8]) {
+        if !self.joins(to, data.len(), out.state.max_gso_segments()) {
+            self.flush();
         }
+        self.out = Some(out);
         self.append(to, data);
     }
 
@@ -370,12 +500,13 @@ impl Train {
     }
 
     /// Send what has been collected.
-    fn flush(&mut self, socket: &UdpSocket, state: &quinn::udp::UdpSocketState) {
-        let Some(to) = self.to else {
+    fn flush(&mut self) {
+        let (Some(to), Some(out)) = (self.to, self.out) else {
             return;
         };
+        let (socket, state) = (&*out.socket, &out.state);
         let transmit = quinn::udp::Transmit {
-            destination: to,
+            destination: crate::socket::family::for_socket(to, out.ipv6),
             ecn: None,
             contents: &self.bytes,
             segment_size: (self.count > 1).then_some(self.segment),
@@ -400,7 +531,8 @@ impl Train {
 /// Account for one relayed datagram (or answer a refusal), from the primary socket:
 /// returns where to forward it.
 fn relay_datagram(
-    socket: &UdpSocket,
+    outs: &Outs,
+    group: usize,
     reg: &mut Rendezvous,
     now: std::time::Instant,
     from: SocketAddr,
@@ -409,7 +541,7 @@ fn relay_datagram(
     let to = reg.relay(now, from, data);
     // Refusals (RelayClosed) go out at once, from the primary socket.
     while let Some((to, bytes)) = reg.poll_transmit() {
-        let _ = crate::socket::raw_send(socket, &bytes, to);
+        outs.send(group, SocketId::PRIMARY, to, &bytes);
     }
     to
 }

@@ -7,6 +7,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod abuse;
+pub mod ipv6;
 pub mod recovery;
 pub mod relay;
 
@@ -340,6 +341,8 @@ pub struct Outcome {
     pub direct: bool,
     /// The candidate kind bob connected to ("private", "public", "peer-reflexive").
     pub candidate: String,
+    /// Its address family ("ipv4", "ipv6").
+    pub family: String,
     pub remote: String,
     /// From bob's start to bob's `connected` event.
     pub connect_ms: f64,
@@ -408,6 +411,7 @@ pub fn chat_run(lab: &Lab, ns_a: &str, ns_b: &str, expect_direct: bool) -> Outco
     let mut outcome = Outcome {
         direct: false,
         candidate: String::new(),
+        family: String::new(),
         remote: String::new(),
         connect_ms: f64::NAN,
         first_message_ms: f64::NAN,
@@ -431,6 +435,7 @@ pub fn chat_run(lab: &Lab, ns_a: &str, ns_b: &str, expect_direct: bool) -> Outco
     }
     outcome.connect_ms = ms(t);
     outcome.candidate = ev["candidate"].as_str().unwrap_or("").to_string();
+    outcome.family = ev["family"].as_str().unwrap_or("").to_string();
     outcome.remote = ev["remote"].as_str().unwrap_or("").to_string();
     let path_ok = ev["path"] == "direct";
 
@@ -479,7 +484,7 @@ pub fn tempdir(prefix: &str) -> String {
     dir.to_string_lossy().into_owned()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| x.is_finite());
     if v.is_empty() {
         return f64::NAN;
@@ -557,13 +562,16 @@ pub fn same_nat_matrix(kind: &str) {
 
 fn summarize(test: &str, outcomes: &[Outcome], expect_direct: bool) {
     let ok = outcomes.iter().filter(|o| o.direct).count();
-    let candidates: Vec<&str> = outcomes
+    let candidates: Vec<String> = outcomes
         .iter()
-        .map(|o| if o.direct { o.candidate.as_str() } else { "-" })
+        .map(|o| match o.direct {
+            true => format!("{}/{}", o.candidate, o.family),
+            false => "-".into(),
+        })
         .collect();
     let line = if expect_direct {
         format!(
-            "{test:<48} direct {ok}/{} via {:<40} median connect {:>7.1} ms, first message {:>7.1} ms",
+            "{test:<48} direct {ok}/{} via {:<56} median connect {:>7.1} ms, first message {:>7.1} ms",
             outcomes.len(),
             candidates.join(","),
             median(outcomes.iter().map(|o| o.connect_ms).collect()),

@@ -71,6 +71,20 @@ impl Pair {
         server_extra: &[&str],
     ) -> Pair {
         let (server, addr) = start_server_with(lab, server_extra);
+        Pair::with_server(lab, ns_a, ns_b, relay, extra, server, addr)
+    }
+
+    /// As [`Pair::start_with`], with a server already started, reached at `addr` (an
+    /// address, or a name the lab's hosts resolve).
+    pub fn with_server(
+        lab: &Lab,
+        ns_a: &str,
+        ns_b: &str,
+        relay: &str,
+        extra: &[&str],
+        server: Proc,
+        addr: String,
+    ) -> Pair {
         // A TCP client does not retransmit its way past a server still starting up.
         super::tcp::wait_tcp_listening(lab, 3478);
         let home = tempdir(&lab.prefix);

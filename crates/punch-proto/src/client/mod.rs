@@ -34,6 +34,7 @@
 //!   keeps its relay session alive on the server, so a fallback finds it there.
 
 mod event;
+mod family;
 mod peer;
 mod registration;
 mod timer;
@@ -103,13 +104,18 @@ pub const MUTUAL_WINDOW: Duration = Duration::from_secs(2);
 /// How a client session is set up.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The rendezvous server.
+    /// The rendezvous server: the address we register with (the family Happy Eyeballs
+    /// chose).
     pub server: SocketAddr,
+    /// The server's address in the other family, if it has one: asked for our public
+    /// address there, which we offer to peers (see [`family`]).
+    pub server_other: Option<SocketAddr>,
     /// The name to register.
     pub name: String,
     /// Our Ed25519 key: its public half is our identity, and it signs our registrations.
     pub signer: SigningKey,
-    /// Our private (host) addresses, offered to peers behind the same NAT.
+    /// Our host addresses (private ones behind a NAT, and global IPv6 ones), offered to
+    /// peers as candidates.
     pub private: Vec<SocketAddr>,
     /// Registration refresh interval.
     pub server_keepalive: Duration,
@@ -132,6 +138,7 @@ impl Config {
     pub fn new(server: SocketAddr, name: impl Into<String>, signer: SigningKey) -> Config {
         Config {
             server,
+            server_other: None,
             name: name.into(),
             signer,
             private: Vec::new(),
@@ -177,6 +184,10 @@ struct PendingConnect {
 pub struct Session {
     cfg: Config,
     reg: Registration,
+    /// Our host addresses, as the driver last told us.
+    host: Vec<SocketAddr>,
+    /// The server's address in the other family and our public address there.
+    other: Option<family::OtherFamily>,
     connects: HashMap<u64, PendingConnect>,
     peers: HashMap<PeerKey, Peer>,
     /// Punching session id -> peer (each peer's current and previous session).
@@ -202,11 +213,17 @@ impl Session {
         }
         let mut rng = StdRng::seed_from_u64(seed);
         let (txn, signer) = (rng.random(), cfg.signer.clone());
-        let reg = Registration::new(txn, cfg.name.clone(), signer, cfg.private.clone())
+        let offered = family::offered(&cfg.private, None);
+        let reg = Registration::new(txn, cfg.name.clone(), signer, offered)
             .map_err(|_| SetupError::InvalidName(cfg.name.clone()))?;
         let mut timers = TimerTable::default();
         timers.set(Timer::Register, now);
         let mut s = Session {
+            host: cfg.private.clone(),
+            other: cfg
+                .server_other
+                .filter(|o| o.is_ipv4() != cfg.server.is_ipv4())
+                .map(family::OtherFamily::new),
             cfg,
             reg,
             connects: HashMap::new(),
@@ -399,9 +416,14 @@ impl Session {
         self.local_change(now, private, PathReason::Rebound);
     }
 
-    fn local_change(&mut self, now: Instant, mut private: Vec<SocketAddr>, why: PathReason) {
-        private.truncate(wire::MAX_PRIVATE_ADDRS);
-        match self.reg.set_private(private) {
+    fn local_change(&mut self, now: Instant, private: Vec<SocketAddr>, why: PathReason) {
+        // Our public address in the other family went with the old address (or port);
+        // the next refresh asks for the new one.
+        if let Some(o) = self.other.as_mut() {
+            o.public = None;
+        }
+        self.host = private;
+        match self.reg.set_private(family::offered(&self.host, None)) {
             Ok(true) => {}
             _ => return,
         }
@@ -438,6 +460,9 @@ impl Session {
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         if self.closed || data == HI_RESPONSE {
             return;
+        }
+        if self.other.as_ref().is_some_and(|o| o.server == from) {
+            return self.on_other_family(now, data);
         }
         let Ok(frame) = Frame::decode(data) else {
             return;
@@ -624,6 +649,12 @@ impl Session {
     fn refresh(&mut self, now: Instant) {
         let frame = self.reg.frame.clone();
         self.send(self.cfg.server, frame);
+        if let Some(o) = self.other.as_mut() {
+            if let Some(req) = o.request(&mut self.rng) {
+                let to = o.server;
+                self.send(to, req);
+            }
+        }
         let next = self.reg.sent(now);
         self.timers.set(Timer::Register, next);
         if self.cfg.relay == RelayMode::Never || self.reg.is_lost() {

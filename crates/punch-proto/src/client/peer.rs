@@ -9,13 +9,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::event::{ConnectError, ConnectId, Event, Path, PathKind, PathReason, PeerKey, Route};
+use super::family;
 use super::timer::Timer;
 use super::trust::{self, KeyCheck};
 use super::{
     RelayMode, Session, Verdict, MAX_PEERS, MUTUAL_WINDOW, PASSIVE_TIMEOUT, REPUNCH_AFTER_LOSS,
     REPUNCH_FIRST, REPUNCH_MAX,
 };
-use crate::agent::{Agent, CandidateKind, Event as AgentEvent};
+use crate::agent::{Agent, Event as AgentEvent};
 use crate::nat::Classic;
 use crate::wire::{Frame, PeerInfo, Side};
 
@@ -286,24 +287,20 @@ impl Session {
             let route = self.relay_route(p);
             self.set_route(key, route, Some(Path::relay(self.cfg.server)));
         }
+        let mut no_common_family = None;
         if mode != RelayMode::Only {
-            let own = self.reg.private();
-            let mut candidates: Vec<(SocketAddr, CandidateKind)> = info
-                .private
-                .iter()
-                // Our own address would answer our own probes; and a "private" address
-                // equal to the public one (a host with a public address) is the public one.
-                .filter(|a| !own.contains(a) && **a != info.public)
-                .map(|a| (*a, CandidateKind::Host))
-                .collect();
-            candidates.push((info.public, CandidateKind::ServerReflexive));
-            let mut cfg = self.cfg.punch.clone();
-            if self.peers.get(&key).is_some_and(|p| p.recovering) {
-                cfg.deadline = cfg.deadline.min(super::RECOVERY_DEADLINE);
-            }
-            let agent = Agent::new(cfg, session, candidates, now);
-            if let Some(p) = self.peers.get_mut(&key) {
-                p.agent = Some(agent);
+            let candidates = self.candidates(&info);
+            if candidates.is_empty() {
+                no_common_family = Some(family::no_common_family(&info, &self.own_addrs()));
+            } else {
+                let mut cfg = self.cfg.punch.clone();
+                if self.peers.get(&key).is_some_and(|p| p.recovering) {
+                    cfg.deadline = cfg.deadline.min(super::RECOVERY_DEADLINE);
+                }
+                let agent = Agent::new(cfg, session, candidates, now);
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.agent = Some(agent);
+                }
             }
         }
         let p = &self.peers[&key];
@@ -316,7 +313,10 @@ impl Session {
         if open {
             self.open_connection(key);
         }
-        self.check_possible(now, key);
+        match no_common_family {
+            Some(why) => self.give_up_punching(now, key, why),
+            None => self.check_possible(now, key),
+        }
     }
 
     fn new_peer(&self, now: Instant, info: &PeerInfo, initiator: bool) -> Peer {
@@ -395,6 +395,16 @@ impl Session {
         let Some(why) = own.direct_impossible(theirs) else {
             return;
         };
+        // NAT types are IPv4's: an IPv6 candidate we can use may still work (no NAT on
+        // it, at most a stateful firewall, which punching opens).
+        let mine = self.own_addrs();
+        let info = &p.info;
+        let ipv6_left = std::iter::once(&info.public)
+            .chain(&info.private)
+            .any(|a| a.is_ipv6() && family::usable(*a, &mine));
+        if ipv6_left {
+            return;
+        }
         if !p.punching() || p.direct.is_some() {
             return;
         }

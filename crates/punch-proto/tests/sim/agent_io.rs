@@ -4,8 +4,9 @@
 //! Owns nothing of the simulation; it only reads the agent's outputs.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
-use punch_proto::agent::{Agent, Event};
+use punch_proto::agent::{Agent, CandidateKind, Event, PunchConfig};
 use punch_proto::wire::Frame;
 
 /// A probe or ack an agent asked to send, decoded (for tests that drive an [`Agent`]
@@ -48,4 +49,43 @@ pub fn drain_agent(agent: &mut Agent) -> Vec<Sent> {
 /// Every event the agent has queued.
 pub fn agent_events(agent: &mut Agent) -> Vec<Event> {
     std::iter::from_fn(|| agent.poll_event()).collect()
+}
+
+/// An agent of `session` (no opening round) that has sent its first full round of probes
+/// at `t0`; returns it with the sequence number of the probe to each candidate.
+pub fn probing(
+    session: u64,
+    candidates: &[(SocketAddr, CandidateKind)],
+    t0: Instant,
+) -> (Agent, Vec<(SocketAddr, u32)>) {
+    let cfg = PunchConfig {
+        open_ttl: None,
+        ..PunchConfig::default()
+    };
+    let mut agent = Agent::new(cfg, session, candidates.iter().copied(), t0);
+    let seqs = drain_agent(&mut agent)
+        .iter()
+        .filter_map(|s| Some((s.dest, s.probe_seq()?)))
+        .collect();
+    (agent, seqs)
+}
+
+/// Feed `agent` (of `session`) the answer from `from` to the probe it sent there.
+pub fn ack(
+    agent: &mut Agent,
+    session: u64,
+    now: Instant,
+    from: SocketAddr,
+    seqs: &[(SocketAddr, u32)],
+) {
+    let seq = seqs.iter().find(|(d, _)| *d == from).expect("probed").1;
+    agent.handle_frame(
+        now,
+        from,
+        &Frame::ProbeAck {
+            session,
+            seq,
+            observed: from,
+        },
+    );
 }

@@ -52,7 +52,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 #[allow(unused_imports)]
-pub use agent_io::{agent_events, drain_agent, Sent};
+pub use agent_io::{ack, agent_events, drain_agent, probing, Sent};
 #[allow(unused_imports)]
 pub use host::{Host, HostConfig};
 #[allow(unused_imports)]

@@ -67,6 +67,8 @@ pub(super) struct Setup {
     pub identity: Arc<Identity>,
     pub socket: DemuxSocket,
     pub local: SocketAddr,
+    /// The server's address in the family we do not register over (Happy Eyeballs').
+    pub server_other: Option<SocketAddr>,
     pub endpoint: quinn::Endpoint,
     pub introduced: Introduced,
     pub current: Current,
@@ -95,7 +97,9 @@ pub(super) struct Driver {
     socket: DemuxSocket,
     paths: Arc<PathTable>,
     local_port: u16,
-    local_ip: IpAddr,
+    /// The IPv4 and IPv6 addresses (the latter on a dual-stack socket) this host sends
+    /// from toward the server.
+    local_ips: Vec<IpAddr>,
     endpoint: quinn::Endpoint,
     session: Session,
     peers: HashMap<PeerKey, Slot>,
@@ -112,23 +116,47 @@ pub(super) struct Driver {
     lingering: Vec<(Instant, SocketAddr)>,
 }
 
-/// Our private addresses: the one toward the server on our port (none if unknown).
-fn private_addrs(ip: IpAddr, port: u16) -> Vec<SocketAddr> {
-    if ip.is_unspecified() {
-        Vec::new()
-    } else {
-        vec![SocketAddr::new(ip, port)]
+/// Where the kernel's route lookup is pointed for a family the server has no address in:
+/// any global address of it will do (nothing is sent), so documentation ones.
+const ROUTE_PROBE_V4: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+const ROUTE_PROBE_V6: IpAddr = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
+
+/// The addresses this host sends from toward the server, in each family the socket takes
+/// (IPv6 only on a dual-stack socket); unknown ones (no route) left out.
+fn local_ips(cfg: &ClientConfig, server_other: Option<SocketAddr>, ipv6: bool) -> Vec<IpAddr> {
+    let bind = cfg.bind.ip();
+    if !bind.is_unspecified() {
+        return vec![bind];
     }
+    let toward = |v4: bool| {
+        [Some(cfg.server), server_other]
+            .into_iter()
+            .flatten()
+            .find(|a| a.is_ipv4() == v4)
+            .unwrap_or_else(|| SocketAddr::new(if v4 { ROUTE_PROBE_V4 } else { ROUTE_PROBE_V6 }, 9))
+    };
+    let families: &[bool] = if ipv6 { &[false, true] } else { &[true] };
+    families
+        .iter()
+        .map(|&v6| crate::nat::local_ip_toward(toward(!v6), bind))
+        .filter(|ip| !ip.is_unspecified())
+        .collect()
+}
+
+/// Our host addresses: each local address on our port.
+fn private_addrs(ips: &[IpAddr], port: u16) -> Vec<SocketAddr> {
+    ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect()
 }
 
 impl Driver {
     pub(super) fn new(s: Setup) -> Result<Driver, ClientError> {
-        let local_ip = crate::nat::local_ip_toward(s.cfg.server, s.cfg.bind.ip());
+        let local_ips = local_ips(&s.cfg, s.server_other, s.local.is_ipv6());
         let session_cfg = Config {
             server: s.cfg.server,
+            server_other: s.server_other,
             name: s.cfg.name.clone(),
             signer: s.identity.signing_key(),
-            private: private_addrs(local_ip, s.local.port()),
+            private: private_addrs(&local_ips, s.local.port()),
             server_keepalive: s.cfg.server_keepalive,
             server_timeout: s.cfg.server_timeout,
             punch: s.cfg.punch.clone(),
@@ -142,7 +170,7 @@ impl Driver {
         Ok(Driver {
             paths: s.socket.paths().clone(),
             local_port: s.local.port(),
-            local_ip,
+            local_ips,
             cfg: s.cfg,
             known: s.known,
             identity: s.identity,
@@ -243,17 +271,24 @@ impl Driver {
     /// The host's address toward the server changed: tell the session (every peer
     /// punches again; QUIC keeps its connections over the virtual addresses).
     fn check_address(&mut self) {
-        let ip = crate::nat::local_ip_toward(self.cfg.server, self.cfg.bind.ip());
+        let server_other = self.session.config().server_other;
+        let ipv6 = self.socket.local_addr().is_ok_and(|a| a.is_ipv6());
+        let ips = local_ips(&self.cfg, server_other, ipv6);
         // No route at all (a link going down mid-move): wait for the new one.
-        if ip == self.local_ip || ip.is_unspecified() {
+        if ips == self.local_ips || ips.is_empty() {
             return;
         }
-        info!(old = %self.local_ip, new = %ip, "local address changed");
-        self.local_ip = ip;
+        info!(old = ?self.local_ips, new = ?ips, "local address changed");
+        self.local_ips = ips;
         let now = Instant::now().into_std();
         self.session
-            .set_local_addrs(now, private_addrs(ip, self.local_port));
-        self.app_event(ClientEvent::LocalAddress { local: ip });
+            .set_local_addrs(now, private_addrs(&self.local_ips, self.local_port));
+        // The address of the family we registered over, else the first.
+        let v4 = self.cfg.server.is_ipv4();
+        let local = (self.local_ips.iter())
+            .find(|ip| ip.is_ipv4() == v4)
+            .unwrap_or(&self.local_ips[0]);
+        self.app_event(ClientEvent::LocalAddress { local: *local });
     }
 
     fn on_command(&mut self, c: Command) {
@@ -603,7 +638,7 @@ impl Driver {
                     info!(%local, "moved to a fresh local port");
                     self.local_port = local.port();
                     let now = Instant::now().into_std();
-                    let private = private_addrs(self.local_ip, self.local_port);
+                    let private = private_addrs(&self.local_ips, self.local_port);
                     self.session.rebound(now, private);
                     self.app_event(ClientEvent::Rebound { local });
                 }

@@ -22,12 +22,13 @@
 
 pub(crate) mod conn;
 mod driver;
+pub mod eyeballs;
 mod tcp_only;
 
 pub use conn::PeerConnection;
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -84,9 +85,13 @@ impl std::str::FromStr for TransportMode {
 pub struct ClientConfig {
     /// The rendezvous server.
     pub server: SocketAddr,
+    /// Every address the server's name resolved to, both families: the client registers
+    /// with the first to answer (Happy Eyeballs, [`eyeballs`]). Empty: just `server`.
+    pub server_addrs: Vec<SocketAddr>,
     /// The name to register.
     pub name: String,
-    /// Local address to bind (default: any address, a random port).
+    /// Local address to bind (default: `[::]`, both families, a random port; `0.0.0.0`
+    /// where the host has no IPv6).
     pub bind: SocketAddr,
     /// Registration refresh interval.
     pub server_keepalive: Duration,
@@ -115,8 +120,9 @@ impl ClientConfig {
     pub fn new(server: SocketAddr, name: impl Into<String>) -> ClientConfig {
         ClientConfig {
             server,
+            server_addrs: Vec::new(),
             name: name.into(),
-            bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+            bind: crate::socket::family::DUAL_STACK_ANY,
             server_keepalive: DEFAULT_SERVER_KEEPALIVE,
             peer_keepalive: DEFAULT_PEER_KEEPALIVE,
             server_timeout: DEFAULT_SERVER_TIMEOUT,
@@ -138,8 +144,12 @@ impl ClientConfig {
         let assist = self
             .tcp_assist_port
             .unwrap_or(self.server.port().wrapping_add(1));
+        let main_port = self.server.port();
         crate::tcp::client::TcpConfig {
             server_main: self.server,
+            server_addrs: (self.server_addrs.iter())
+                .map(|a| SocketAddr::new(a.ip(), main_port))
+                .collect(),
             server_assist: SocketAddr::new(self.server.ip(), assist),
             name: self.name.clone(),
             punch_timeout: self.punch.deadline,
@@ -299,6 +309,8 @@ pub struct Client {
     events: tokio::sync::Mutex<mpsc::Receiver<ClientEvent>>,
     public: SocketAddr,
     local: SocketAddr,
+    /// The server address registered with (the winner of Happy Eyeballs).
+    server: SocketAddr,
     key: PublicKey,
     relay: RelayMode,
     _tasks: Vec<AbortOnDrop>,
@@ -408,6 +420,7 @@ impl Client {
             events: tokio::sync::Mutex::new(ev_rx),
             public: cfg.server,
             local: cfg.bind,
+            server: cfg.server,
             key,
             relay: cfg.relay,
             _tasks: Vec::new(),
@@ -475,6 +488,30 @@ impl Client {
         let local = socket
             .local_addr()
             .map_err(|e| ClientError::Bind(cfg.bind, e))?;
+        let mut ctl_rx = ctl_rx;
+        let mut cfg = cfg.clone();
+        let addrs = if cfg.server_addrs.is_empty() {
+            vec![cfg.server]
+        } else {
+            cfg.server_addrs.clone()
+        };
+        let race = eyeballs::race(&socket, &mut ctl_rx, &addrs, cfg.server_timeout).await;
+        let server_other = match race {
+            Some(o) => {
+                info!(server = %o.server, answered = o.answered, took = ?o.took, other = ?o.other,
+                      "server address chosen (Happy Eyeballs)");
+                cfg.server = o.server;
+                o.other
+            }
+            // Only IPv6 addresses, and a socket without IPv6.
+            None => {
+                return Err(ClientError::Unreachable(format!(
+                "the server has no address this socket can reach ({} bound; addresses {addrs:?})",
+                cfg.bind
+            )))
+            }
+        };
+        let cfg = &cfg;
         let introduced: Introduced = Arc::new(Mutex::new(HashSet::new()));
         let accept_set = introduced.clone();
         let accept: tls::AcceptPeer = Arc::new(move |k: &PublicKey| lock(&accept_set).contains(k));
@@ -503,6 +540,7 @@ impl Client {
             identity: Arc::new(identity),
             socket,
             local,
+            server_other,
             endpoint: endpoint.clone(),
             introduced,
             current: current.clone(),
@@ -522,8 +560,15 @@ impl Client {
         });
         self.public = public;
         self.local = local;
+        self.server = cfg.server;
         self._tasks.push(task);
         Ok(())
+    }
+
+    /// The server address we registered with: over UDP, the one Happy Eyeballs chose
+    /// among [`ClientConfig::server_addrs`].
+    pub fn server_addr(&self) -> SocketAddr {
+        self.server
     }
 
     /// The public address the server observed at registration.

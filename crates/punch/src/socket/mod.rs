@@ -38,6 +38,7 @@ use tokio::io::Interest;
 use crate::paths::{Dest, PathTable};
 
 mod batch;
+pub mod family;
 
 use batch::{LastLookup, Parked, QuicBatch};
 use tokio::sync::mpsc;
@@ -77,21 +78,54 @@ struct Io {
     udp: tokio::net::UdpSocket,
     /// quinn-udp's view of the same socket: batched receive (recvmmsg, GRO) and GSO sends.
     state: UdpSocketState,
+    /// An IPv6 socket (dual-stack when bound to `[::]`): IPv4 destinations go out
+    /// IPv4-mapped.
+    ipv6: bool,
+    /// The IPv4 TTL of normal sends (IPv4 destinations, mapped ones included).
     default_ttl: u32,
+    /// The IPv6 hop limit of normal sends (IPv6 destinations).
+    default_hops: u32,
 }
+
+/// Hop limit assumed when the kernel does not say (Linux's default for both families).
+const DEFAULT_HOPS: u32 = 64;
 
 impl Io {
     fn bind(addr: SocketAddr) -> io::Result<Io> {
-        let std = std::net::UdpSocket::bind(addr)?;
-        std.set_nonblocking(true)?;
+        let std = family::bind_udp_or_ipv4(addr)?;
+        let ipv6 = std.local_addr()?.is_ipv6();
         let udp = tokio::net::UdpSocket::from_std(std)?;
         let state = UdpSocketState::new((&udp).into())?;
-        let default_ttl = udp.ttl()?;
+        let sock = socket2::SockRef::from(&udp);
+        let default_ttl = sock.ttl().unwrap_or(DEFAULT_HOPS);
+        let default_hops = if ipv6 {
+            sock.unicast_hops_v6().unwrap_or(DEFAULT_HOPS)
+        } else {
+            DEFAULT_HOPS
+        };
         Ok(Io {
             udp,
             state,
+            ipv6,
             default_ttl,
+            default_hops,
         })
+    }
+
+    /// Send one datagram with the IP TTL (IPv6: hop limit) `ttl` instead of the default.
+    fn send_with_ttl(&self, data: &[u8], dest: SocketAddr, ttl: u32) -> io::Result<usize> {
+        let sock = socket2::SockRef::from(&self.udp);
+        if dest.is_ipv4() {
+            sock.set_ttl(ttl)?;
+            let r = raw_send(&self.udp, data, family::for_socket(dest, self.ipv6));
+            sock.set_ttl(self.default_ttl)?;
+            r
+        } else {
+            sock.set_unicast_hops_v6(ttl)?;
+            let r = raw_send(&self.udp, data, dest);
+            sock.set_unicast_hops_v6(self.default_hops)?;
+            r
+        }
     }
 }
 
@@ -254,17 +288,24 @@ impl DemuxSocket {
     /// Send a datagram now (control traffic). `ttl` overrides the IP TTL for this datagram.
     pub fn send_to(&self, data: &[u8], dest: SocketAddr, ttl: Option<u32>) -> io::Result<()> {
         let io = self.inner.io();
+        if dest.is_ipv6() && !io.ipv6 {
+            // An IPv4-only socket (a host without IPv6, or --bind 0.0.0.0): the candidate
+            // cannot be reached from here, as a route that does not exist.
+            return Ok(());
+        }
+        let default = if dest.is_ipv4() {
+            io.default_ttl
+        } else {
+            io.default_hops
+        };
         let result = match ttl {
-            Some(ttl) if ttl != io.default_ttl => {
+            Some(ttl) if ttl != default => {
                 let _guard = self
                     .inner
                     .ttl_lock
                     .write()
                     .unwrap_or_else(|e| e.into_inner());
-                io.udp.set_ttl(ttl)?;
-                let r = raw_send(&io.udp, data, dest);
-                io.udp.set_ttl(io.default_ttl)?;
-                r
+                io.send_with_ttl(data, dest, ttl)
             }
             _ => {
                 let _guard = self
@@ -272,7 +313,7 @@ impl DemuxSocket {
                     .ttl_lock
                     .read()
                     .unwrap_or_else(|e| e.into_inner());
-                raw_send(&io.udp, data, dest)
+                raw_send(&io.udp, data, family::for_socket(dest, io.ipv6))
             }
         };
         match result {
@@ -342,8 +383,12 @@ impl Inner {
         contents: &[u8],
         segment_size: Option<usize>,
     ) -> io::Result<()> {
+        let io = self.io();
+        if dest.is_ipv6() && !io.ipv6 {
+            return Ok(());
+        }
         let transmit = Transmit {
-            destination: dest,
+            destination: family::for_socket(dest, io.ipv6),
             ecn: None,
             contents,
             segment_size,
@@ -351,7 +396,6 @@ impl Inner {
         };
         // Through tokio's readiness, so a full buffer parks quinn until the socket is
         // writable again instead of making it retry at once.
-        let io = self.io();
         io.udp.try_io(Interest::WRITABLE, || {
             io.state.send((&io.udp).into(), &transmit)
         })
@@ -403,9 +447,10 @@ async fn recv_loop(
         let mut by_session = LastLookup::new();
         for (m, buf) in meta.iter().zip(storage.chunks(slot)).take(n) {
             let len = m.len.min(buf.len());
+            let from = family::canonical(m.addr);
             for data in buf[..len].chunks(m.stride.max(1)) {
                 sock.demux(
-                    m.addr,
+                    from,
                     data,
                     &mut batch,
                     &mut by_real,
@@ -537,7 +582,9 @@ impl AsyncUdpSocket for DemuxSocket {
             .read()
             .unwrap_or_else(|e| e.into_inner());
         self.inner.route_and_send(
-            transmit.destination,
+            // quinn addresses peers by their virtual (IPv4) addresses; it never maps them,
+            // since the address it is told it has is IPv4 (see `local_addr`).
+            family::canonical(transmit.destination),
             transmit.contents,
             transmit.segment_size,
         )
@@ -617,7 +664,10 @@ impl AsyncUdpSocket for DemuxSocket {
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.io().udp.local_addr()
+        // quinn only ever sees virtual IPv4 addresses: told its socket were IPv6, it would
+        // map them (`::ffff:240.0.0.1`) and see each peer at two addresses.
+        let local = self.inner.io().udp.local_addr()?;
+        Ok(SocketAddr::new(family::IPV4_ANY.ip(), local.port()))
     }
 }
 

@@ -46,6 +46,10 @@ const INCOMING_QUEUE: usize = 64;
 pub struct TcpConfig {
     /// The server's main port (control and relay connections).
     pub server_main: SocketAddr,
+    /// Every address of the main port, both families (the server's name resolved):
+    /// the control connection races them (Happy Eyeballs, RFC 8305), and the rest of the
+    /// transport uses the winner's family. Empty: just `server_main`.
+    pub server_addrs: Vec<SocketAddr>,
     /// The server's assist port.
     pub server_assist: SocketAddr,
     /// Our name.
@@ -121,8 +125,8 @@ pub(super) enum SessionMsg {
 pub(super) struct Ctx {
     pub(super) identity: Identity,
     pub(super) cfg: TcpConfig,
-    pub(super) server_main: SocketAddr,
-    pub(super) server_assist: SocketAddr,
+    /// The main port's address in use (the last control connection's winner).
+    server_main: std::sync::Mutex<SocketAddr>,
     /// Our address toward the server (private candidates are built on it).
     pub(super) local_ip: std::sync::Mutex<IpAddr>,
     pub(super) ctl: mpsc::Sender<Ctl>,
@@ -134,6 +138,16 @@ pub(super) struct Ctx {
 impl Ctx {
     pub(super) fn local_ip(&self) -> IpAddr {
         *self.local_ip.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The server's main port, at the address the control connection reached.
+    pub(super) fn server_main(&self) -> SocketAddr {
+        *self.server_main.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The server's assist port, at the same address.
+    pub(super) fn server_assist(&self) -> SocketAddr {
+        SocketAddr::new(self.server_main().ip(), self.cfg.server_assist.port())
     }
 }
 
@@ -155,7 +169,7 @@ impl std::fmt::Debug for TcpTransport {
 
 fn unreachable(ctx: &Ctx) -> ConnectError {
     ConnectError::ServerUnreachable {
-        server: ctx.server_main,
+        server: ctx.server_main(),
         after: ctx.cfg.server_timeout,
     }
 }
@@ -169,8 +183,7 @@ impl TcpTransport {
         let (state_tx, state_rx) = watch::channel(TcpState::Connecting);
         let ctx = Arc::new(Ctx {
             identity,
-            server_main: cfg.server_main,
-            server_assist: cfg.server_assist,
+            server_main: std::sync::Mutex::new(cfg.server_main),
             local_ip: std::sync::Mutex::new(crate::nat::local_ip_toward(
                 cfg.server_main,
                 IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
@@ -324,11 +337,16 @@ impl Keepalive {
 /// registration to keep alive. `Err(Ok(..))` is a refusal.
 async fn register(ctx: &Ctx) -> Result<Registered, Result<(ErrorCode, String), String>> {
     let timeout = ctx.cfg.server_timeout;
-    let server = ctx.server_main;
-    let mut stream = tokio::time::timeout(timeout, TcpStream::connect(server))
-        .await
-        .map_err(|_| Err(format!("no TCP answer from {server} within {timeout:?}")))?
-        .map_err(|e| Err(format!("cannot connect to {server}/tcp: {e}")))?;
+    let addrs = match ctx.cfg.server_addrs.is_empty() {
+        true => vec![ctx.cfg.server_main],
+        false => ctx.cfg.server_addrs.clone(),
+    };
+    let (mut stream, server) =
+        tokio::time::timeout(timeout, crate::client::eyeballs::connect_tcp(&addrs))
+            .await
+            .map_err(|_| Err(format!("no TCP answer from {addrs:?} within {timeout:?}")))?
+            .map_err(|e| Err(format!("cannot connect to {addrs:?}/tcp: {e}")))?;
+    *ctx.server_main.lock().unwrap_or_else(|e| e.into_inner()) = server;
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().map_err(|e| Err(e.to_string()))?;
     let mut reg = Keepalive {

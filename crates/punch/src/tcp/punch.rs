@@ -154,11 +154,15 @@ struct PunchPort {
 }
 
 async fn open_punch_port(ctx: &Ctx, session: u64) -> io::Result<PunchPort> {
-    let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
-    let listener = reusable_listener(any)?;
+    // The family of the server address in use: the punching port's candidates are of it.
+    let unspecified: IpAddr = match ctx.server_main().is_ipv4() {
+        true => Ipv4Addr::UNSPECIFIED.into(),
+        false => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let listener = reusable_listener(SocketAddr::new(unspecified, 0))?;
     let port = listener.local_addr()?.port();
-    let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
-    let mut assist = connect_from(local, ctx.server_assist, None, ctx.cfg.server_timeout).await?;
+    let local = SocketAddr::new(unspecified, port);
+    let mut assist = connect_from(local, ctx.server_assist(), None, ctx.cfg.server_timeout).await?;
     let private = vec![SocketAddr::new(ctx.local_ip(), port)];
     let sent = Instant::now();
     let observed = tokio::time::timeout(ctx.cfg.server_timeout, async {
@@ -298,9 +302,12 @@ async fn tls_server(
 /// Open a relay connection for `session` to the server's main port and wait until the
 /// server spliced it to the peer's.
 async fn relay_stream(ctx: &Ctx, session: u64, wait: Duration) -> io::Result<TcpStream> {
-    let mut s = tokio::time::timeout(ctx.cfg.server_timeout, TcpStream::connect(ctx.server_main))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "relay connect timed out"))??;
+    let mut s = tokio::time::timeout(
+        ctx.cfg.server_timeout,
+        TcpStream::connect(ctx.server_main()),
+    )
+    .await
+    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "relay connect timed out"))??;
     let _ = s.set_nodelay(true);
     write_frame(&mut s, &Frame::TcpRelayJoin { session }).await?;
     let frame = tokio::time::timeout(wait, read_one_frame(&mut s))
@@ -408,7 +415,7 @@ fn relayed(
         name,
         key,
         stream,
-        path: Path::relay(ctx.server_main).over(Transport::Tcp),
+        path: Path::relay(ctx.server_main()).over(Transport::Tcp),
         relay_end: relay_end(ctx, session),
     }
 }

@@ -173,6 +173,8 @@ pub async fn run(
         if let Some((listener, r)) = accepted {
             match r {
                 Ok((stream, remote)) => {
+                    // A dual-stack listener shows IPv4 peers IPv4-mapped.
+                    let remote = crate::socket::family::canonical(remote);
                     let count = per_ip.entry(remote.ip()).or_insert(0);
                     if *count >= MAX_CONNS_PER_IP {
                         debug!(%remote, "too many connections from this address");

@@ -1,0 +1,160 @@
+//! The client session across address families, driven frame by frame: with the server's
+//! address in the other family it learns our public address there (STUN Binding) and
+//! registers it as a candidate, signed; and a peer with no address in a family we have
+//! is not punched toward at all: it stays on the relay, and the session says why.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use punch_proto::auth::SigningKey;
+use punch_proto::client::{Config, Event, PathReason, Route, Session};
+use punch_proto::stun::{Class, Message};
+use punch_proto::wire::{Frame, PeerInfo};
+
+fn a(s: &str) -> SocketAddr {
+    s.parse().expect("address")
+}
+
+const SERVER: &str = "203.0.113.10:3478";
+const SERVER6: &str = "[2001:db8:113::10]:3478";
+const PUBLIC: &str = "198.51.100.2:40000";
+const HOST: &str = "10.0.1.2:40000";
+
+/// Every datagram the session wants sent, decoded where it is a frame.
+fn sent(s: &mut Session) -> Vec<(SocketAddr, Vec<u8>)> {
+    std::iter::from_fn(|| s.poll_transmit())
+        .map(|t| (t.dest, t.payload))
+        .collect()
+}
+
+fn frames_to(out: &[(SocketAddr, Vec<u8>)], to: SocketAddr) -> Vec<Frame> {
+    out.iter()
+        .filter(|(d, _)| *d == to)
+        .filter_map(|(_, p)| Frame::decode(p).ok())
+        .collect()
+}
+
+/// A session registered over IPv4 (challenge, then the signed request accepted), with
+/// the server's IPv6 address given; returns it with what it sent along the way.
+fn registered(
+    server_other: Option<SocketAddr>,
+    t0: Instant,
+) -> (Session, Vec<(SocketAddr, Vec<u8>)>) {
+    let mut cfg = Config::new(a(SERVER), "alice", SigningKey::from_seed(&[7; 32]));
+    cfg.server_other = server_other;
+    cfg.private = vec![a(HOST)];
+    let mut s = Session::new(cfg, t0, 1).expect("session");
+    let mut all = sent(&mut s);
+    let Some(Frame::Register { txn, .. }) = frames_to(&all, a(SERVER)).into_iter().next() else {
+        panic!("no registration sent: {all:?}");
+    };
+    let challenge = Frame::Challenge {
+        txn,
+        nonce: [3; 16],
+    };
+    s.handle_datagram(t0, a(SERVER), &challenge.encode().unwrap());
+    all.extend(sent(&mut s));
+    let registered = Frame::Registered {
+        txn,
+        observed: a(PUBLIC),
+        expires_secs: 90,
+        nonce: [4; 16],
+    };
+    s.handle_datagram(t0, a(SERVER), &registered.encode().unwrap());
+    all.extend(sent(&mut s));
+    (s, all)
+}
+
+#[test]
+fn our_public_address_in_the_other_family_is_registered() {
+    let t0 = Instant::now();
+    let (mut s, out) = registered(Some(a(SERVER6)), t0);
+    let stun: Vec<Message> = out
+        .iter()
+        .filter(|(d, _)| *d == a(SERVER6))
+        .filter_map(|(_, p)| Message::decode(p).ok())
+        .collect();
+    let request = stun
+        .iter()
+        .find(|m| m.class == Class::Request)
+        .expect("a Binding request to the server's IPv6 address");
+    // A forged answer (another transaction) is ignored; the real one is taken.
+    let mut forged = request.clone();
+    forged.transaction_id = punch_proto::stun::TransactionId::new([9; 12]);
+    let v6 = a("[2001:db8:1::2]:40000");
+    let forged = Message::binding_success(&forged, a("[2001:db8:666::1]:1"));
+    s.handle_datagram(t0, a(SERVER6), &forged.encode().unwrap());
+    s.handle_timeout(t0);
+    assert_eq!(s.other_public_addr(), None);
+    assert!(
+        frames_to(&sent(&mut s), a(SERVER)).is_empty(),
+        "nothing for a forged answer"
+    );
+    let answer = Message::binding_success(request, v6);
+    let t1 = t0 + Duration::from_millis(5);
+    s.handle_datagram(t1, a(SERVER6), &answer.encode().unwrap());
+    assert_eq!(s.other_public_addr(), Some(v6));
+    // The driver runs the timers after every input; the registration is due now.
+    s.handle_timeout(t1);
+    let again = frames_to(&sent(&mut s), a(SERVER));
+    let private = again.iter().find_map(|f| match f {
+        Frame::Register { private, .. } => Some(private.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        private,
+        Some(vec![a(HOST), v6]),
+        "registered again at once, the IPv6 address beside the host one"
+    );
+}
+
+#[test]
+fn without_the_other_address_nothing_is_asked() {
+    let (_, out) = registered(None, Instant::now());
+    assert!(out.iter().all(|(d, _)| *d == a(SERVER)), "{out:?}");
+}
+
+#[test]
+fn a_peer_of_another_family_stays_on_the_relay_and_we_hear_why() {
+    let t0 = Instant::now();
+    let (mut s, _) = registered(None, t0);
+    let peer = PeerInfo {
+        name: "bob".into(),
+        key: SigningKey::from_seed(&[8; 32]).public_key(),
+        public: a("[2001:db8:2::2]:50000"),
+        private: vec![a("[2001:db8:2::2]:50000")],
+    };
+    let intro = Frame::Introduce {
+        txn: 0,
+        session: 77,
+        initiator: false,
+        peer,
+    };
+    s.handle_datagram(t0, a(SERVER), &intro.encode().unwrap());
+    let out = sent(&mut s);
+    assert!(
+        out.iter().all(|(d, _)| d.is_ipv4()),
+        "no probe toward a family we do not have: {out:?}"
+    );
+    let events: Vec<Event> = std::iter::from_fn(|| s.poll_event()).collect();
+    let why = events.iter().find_map(|e| match e {
+        Event::DirectFailed {
+            reason: PathReason::Impossible(why),
+            ..
+        } => Some(why.clone()),
+        _ => None,
+    });
+    let why = why.unwrap_or_else(|| panic!("no DirectFailed event: {events:?}"));
+    assert!(why.contains("no address family in common"), "{why}");
+    assert!(why.contains("bob has IPv6"), "{why}");
+    let relayed = events.iter().any(|e| {
+        matches!(
+            e,
+            Event::Route {
+                route: Route::Relay { .. },
+                ..
+            }
+        )
+    });
+    assert!(relayed, "the relay carries bob: {events:?}");
+}
