@@ -38,7 +38,7 @@ pub enum MetricsError {
     #[error("a metrics recorder is already installed in this process")]
     AlreadyInstalled,
     /// The scrape address could not be bound (in use, not ours, no permission).
-    #[error("cannot listen for metrics scrapes on {addr}: {source}")]
+    #[error("cannot listen for metrics scrapes on {addr}")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
