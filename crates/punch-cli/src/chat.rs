@@ -18,6 +18,7 @@ use punch::client::{
 };
 use punch::conversation::{Conversation, ConversationEvent};
 use punch::identity::{Identity, PublicKey};
+use punch::telemetry::client::ClientMetrics;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
@@ -40,6 +41,8 @@ pub struct ChatOptions {
     pub peers: Vec<String>,
     /// Where the identity key lives.
     pub home: PathBuf,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// One peer in the chat.
@@ -66,6 +69,8 @@ struct Shared {
     connecting: AtomicUsize,
     /// Per conversation: true once everything sent was delivered (leaving waits).
     flushed: Mutex<Vec<watch::Receiver<bool>>>,
+    /// Counts what happens (no-ops without `--metrics`).
+    metrics: ClientMetrics,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -82,6 +87,18 @@ fn words(path: Option<Path>, fallback: SocketAddr) -> (&'static str, &'static st
 
 /// Run a chat until stdin ends (then deliver what was typed and leave) or Ctrl-C.
 pub async fn run(opts: ChatOptions, reporter: Reporter) -> Result<()> {
+    // Before anything is sent: a bad address stops here. The endpoint stops when
+    // `_metrics` is dropped.
+    let _metrics = match opts.metrics {
+        Some(addr) => {
+            let m = punch::telemetry::serve(addr)
+                .await
+                .with_context(|| format!("--metrics {addr}"))?;
+            reporter.notice(&format!("metrics: http://{}/metrics", m.local_addr()));
+            Some(m)
+        }
+        None => None,
+    };
     let identity = Identity::load_or_create(&opts.home)
         .with_context(|| format!("loading the identity key from {}", opts.home.display()))?;
     let server = opts.client.server;
@@ -107,6 +124,8 @@ pub async fn run(opts: ChatOptions, reporter: Reporter) -> Result<()> {
         local,
         server,
     );
+    let metrics = ClientMetrics::new();
+    metrics.registered();
     let shared = Arc::new(Shared {
         reporter: reporter.clone(),
         client: client.clone(),
@@ -117,20 +136,22 @@ pub async fn run(opts: ChatOptions, reporter: Reporter) -> Result<()> {
         backlog: Mutex::new(VecDeque::new()),
         connecting: AtomicUsize::new(opts.peers.len()),
         flushed: Mutex::new(Vec::new()),
+        metrics,
     });
     let mut tasks = JoinSet::new();
     if client.transport() == punch::client::Transport::Udp {
         // Learn what our NAT does, without delaying the chat: the report arrives as an
         // event when ready (at once from the cache).
         let (home, reporter, bind) = (opts.home.clone(), reporter.clone(), opts.client.bind.ip());
-        let client = client.clone();
+        let shared = shared.clone();
         tasks.spawn(async move {
             match natcache::get(&home, server, bind).await {
                 Ok((report, cached)) => {
                     reporter.nat(&report, cached);
                     // Peers learn it through the server; hopeless punching is skipped.
                     if let Some(classic) = report.classic {
-                        client.set_nat(classic).await;
+                        shared.metrics.own_nat(classic);
+                        shared.client.set_nat(classic).await;
                     }
                 }
                 Err(e) => reporter.notice(&format!("NAT discovery failed: {e}")),
@@ -140,7 +161,10 @@ pub async fn run(opts: ChatOptions, reporter: Reporter) -> Result<()> {
     for peer in &opts.peers {
         let (shared, peer) = (shared.clone(), peer.clone());
         tasks.spawn(async move {
-            match shared.client.connect(&peer).await {
+            shared.metrics.connect_started(&peer);
+            let connected = shared.client.connect(&peer).await;
+            shared.metrics.connect_done(&peer, connected.is_ok());
+            match connected {
                 Ok(pc) => attach(shared, pc, true).await,
                 Err(e) => {
                     // A refused key is told once, by the PeerKeyRefused event, with the
@@ -201,6 +225,7 @@ async fn wait_until(limit: Duration, done: impl Fn() -> bool) {
 async fn events(shared: Arc<Shared>) {
     let r = &shared.reporter;
     while let Some(ev) = shared.client.next_event().await {
+        shared.metrics.event(&ev);
         match ev {
             ClientEvent::Incoming(pc) => {
                 tokio::spawn(attach(shared.clone(), pc, false));
@@ -345,6 +370,9 @@ async fn attach(shared: Arc<Shared>, pc: PeerConnection, counted: bool) {
         let path = shared.client.current_path(&pc.key).or(pc.path);
         let (kind, candidate, remote) = words(path, shared.client.public_addr());
         let transport = path.map(|p| p.transport).unwrap_or(pc.transport());
+        shared
+            .metrics
+            .connected(&name, path.as_ref(), !pc.opened_by_us);
         shared.reporter.connected(
             &name,
             &pc.key.to_string(),
@@ -386,6 +414,7 @@ async fn attach(shared: Arc<Shared>, pc: PeerConnection, counted: bool) {
     if peers.get(&name).map(|e| e.id) == Some(pc_id) {
         peers.remove(&name);
         drop(peers);
+        shared.metrics.disconnected(&name);
         shared.reporter.disconnected(&name, &reason);
     }
     // Keep the conversation until the peer's side ended (it may still be delivering ours).

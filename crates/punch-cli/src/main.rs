@@ -125,6 +125,13 @@ enum Command {
         /// as it. Pass this when the peer really changed its key (check with them first).
         #[arg(long = "accept-new-key", value_name = "NAME")]
         accept_new_key: Vec<String>,
+        /// Serve Prometheus metrics over HTTP on ADDR: the path each peer is on, time to a
+        /// direct path, punching outcomes by NAT pair, connections and registrations (all
+        /// named punch_client_*; the README lists them).
+        ///
+        /// Example: --metrics 127.0.0.1:9479, then: curl http://127.0.0.1:9479/metrics
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<SocketAddr>,
     },
     /// Show punch working: a server and two peers on loopback, in one process.
     Demo,
@@ -220,6 +227,7 @@ fn main() -> Result<()> {
                 transport,
                 tcp_assist_port,
                 accept_new_key,
+                metrics,
             } => {
                 for n in &accept_new_key {
                     anyhow::ensure!(
@@ -247,6 +255,7 @@ fn main() -> Result<()> {
                     client,
                     peers,
                     home,
+                    metrics,
                 };
                 chat::run(opts, report::Reporter::new(json)).await
             }

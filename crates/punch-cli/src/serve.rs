@@ -83,6 +83,16 @@ pub struct ServerArgs {
     /// twice that). 0: no limit.
     #[arg(long, default_value_t = ratelimit::DEFAULT_STUN.per_second, value_name = "PER_SEC")]
     pub stun_rate: f64,
+    /// Serve Prometheus metrics over HTTP on ADDR: requests by kind, live registrations,
+    /// introductions and their time to ready, errors by code, relay sessions, bytes and
+    /// drops, rate-limit rejections (all named punch_server_*; the README lists them).
+    ///
+    /// Example: --metrics 127.0.0.1:9478, then: curl http://127.0.0.1:9478/metrics
+    ///
+    /// Anyone who reaches ADDR sees the server's traffic figures: keep it on loopback or a
+    /// private address.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// The socket groups for `--listen` and `--alt-addr` (see `punch::server`), checked
@@ -241,6 +251,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
         register_rate,
         connect_rate,
         stun_rate,
+        metrics,
     } = args;
     let register_limit = limit("register-rate", register_rate)?;
     let connect_limit = limit("connect-rate", connect_rate)?;
@@ -250,6 +261,23 @@ async fn serve(args: ServerArgs) -> Result<()> {
         "--name-expiry-days must be at least 1, got {name_expiry_days}"
     );
     anyhow::ensure!(max_names >= 1, "--max-names must be at least 1");
+    anyhow::ensure!(
+        relay_rate.is_finite() && relay_rate > 0.0,
+        "--relay-rate must be a positive number of Mbit/s, got {relay_rate}"
+    );
+    let relay_idle_timeout = secs("relay-idle-timeout", relay_idle_timeout)?;
+    // Before anything is served, so the server's metric handles register with it; the
+    // endpoint stops when `_metrics` is dropped.
+    let _metrics = match metrics {
+        Some(addr) => {
+            let m = punch::telemetry::serve(addr)
+                .await
+                .with_context(|| format!("--metrics {addr}"))?;
+            eprintln!("metrics: http://{}/metrics", m.local_addr());
+            Some(m)
+        }
+        None => None,
+    };
     let dir = data_dir(dir)?;
     let keeper = names::keep(
         NameStore::open(&dir)?,
@@ -262,15 +290,11 @@ async fn serve(args: ServerArgs) -> Result<()> {
         "name database: {} (names unused for {name_expiry_days} days are freed)",
         dir.join(names::DB_FILE).display()
     );
-    anyhow::ensure!(
-        relay_rate.is_finite() && relay_rate > 0.0,
-        "--relay-rate must be a positive number of Mbit/s, got {relay_rate}"
-    );
     let relay = RelayConfig {
         enabled: !no_relay,
         rate: (relay_rate * 125_000.0) as u64,
         max_bytes: relay_max_mib.saturating_mul(1024 * 1024),
-        idle_timeout: secs("relay-idle-timeout", relay_idle_timeout)?,
+        idle_timeout: relay_idle_timeout,
     };
     let groups = listen_groups(&listen, &alt_addr)?;
     let cfg = ServerConfig {

@@ -40,6 +40,9 @@ pub const CONNECT_DEDUP_TTL: Duration = Duration::from_secs(10);
 pub const MAX_PENDING: usize = 10_000;
 /// How long the two addresses of a session are remembered to relay ready signals.
 pub const SESSION_TTL: Duration = Duration::from_secs(30);
+/// Introduction-to-ready times kept for [`Rendezvous::poll_ready_time`] (the oldest are
+/// dropped past this, when nobody drains them).
+pub const MAX_READY_TIMES: usize = 1024;
 
 /// Tunables of the rendezvous server.
 #[derive(Debug, Clone)]
@@ -77,6 +80,27 @@ impl Default for RendezvousConfig {
     }
 }
 
+/// Errors answered, per [`ErrorCode`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ErrorCounts([u64; ErrorCode::ALL.len()]);
+
+impl ErrorCounts {
+    /// Count one more `code`.
+    pub fn add(&mut self, code: ErrorCode) {
+        self.0[code.index()] += 1;
+    }
+
+    /// How many `code` errors were counted.
+    pub fn get(&self, code: ErrorCode) -> u64 {
+        self.0[code.index()]
+    }
+
+    /// Every code with its count.
+    pub fn iter(&self) -> impl Iterator<Item = (ErrorCode, u64)> + '_ {
+        ErrorCode::ALL.iter().map(|c| (*c, self.get(*c)))
+    }
+}
+
 /// Counters for logs and metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -86,6 +110,8 @@ pub struct Stats {
     pub introductions: u64,
     /// Requests answered with an error.
     pub errors: u64,
+    /// The same, per code.
+    pub errors_by_code: ErrorCounts,
     /// Introductions given up after [`INTRO_ATTEMPTS`].
     pub intro_timeouts: u64,
     /// Registrations expired.
@@ -96,6 +122,8 @@ pub struct Stats {
     pub relayed_bytes: u64,
     /// Relayed datagrams dropped (over the rate, unknown session, relay off).
     pub relay_dropped: u64,
+    /// Sessions that relayed their first datagram.
+    pub relay_sessions: u64,
     /// Registrations dropped over the per-source rate limit.
     pub register_limited: u64,
     /// Introduction requests dropped over the per-source rate limit.
@@ -147,6 +175,10 @@ struct SessionRecord {
     relay: RelayUsage,
     /// Set once the relay ended this session; datagrams are then answered with the reason.
     relay_closed: Option<String>,
+    /// When the introductions went out.
+    introduced: Instant,
+    /// Whether the relay forwarded a datagram of this session (counted in the live ones).
+    relaying: bool,
 }
 
 /// The rendezvous state machine.
@@ -165,6 +197,10 @@ pub struct Rendezvous {
     stats: Stats,
     gate: RegisterGate,
     connect_limiter: Limiter,
+    /// Sessions in the table that relayed a datagram.
+    relaying: usize,
+    /// Introduction-to-ready times not yet taken by [`Rendezvous::poll_ready_time`].
+    ready_times: VecDeque<Duration>,
 }
 
 impl Rendezvous {
@@ -181,6 +217,8 @@ impl Rendezvous {
             stats: Stats::default(),
             gate: RegisterGate::new(&cfg.nonce_secret, cfg.register_limit),
             connect_limiter: Limiter::new(cfg.connect_limit),
+            relaying: 0,
+            ready_times: VecDeque::new(),
             cfg,
         }
     }
@@ -195,6 +233,19 @@ impl Rendezvous {
         self.peers.len()
     }
 
+    /// Sessions that relayed a datagram and have not expired (idle past the relay's
+    /// timeout, or past [`SESSION_TTL`] after the introduction).
+    pub fn relay_session_count(&self) -> usize {
+        self.relaying
+    }
+
+    /// The next introduction-to-ready time: from sending a pair its introductions to the
+    /// moment both sides have acknowledged them (each has opened its NAT toward the other
+    /// and the server tells both [`Frame::PeerReady`]). One per session, in order.
+    pub fn poll_ready_time(&mut self) -> Option<Duration> {
+        self.ready_times.pop_front()
+    }
+
     fn send(&mut self, to: SocketAddr, frame: &Frame) -> Option<Vec<u8>> {
         match frame.encode() {
             Ok(bytes) => {
@@ -207,6 +258,7 @@ impl Rendezvous {
 
     fn error(&mut self, to: SocketAddr, txn: u64, code: ErrorCode, detail: &str) {
         self.stats.errors += 1;
+        self.stats.errors_by_code.add(code);
         let mut reason = detail.to_string();
         // `detail` quotes names a peer chose: cut at a char boundary, or truncate panics.
         let mut end = reason.len().min(crate::wire::MAX_REASON_LEN);
@@ -232,7 +284,7 @@ impl Rendezvous {
                 }
                 self.connect(now, from, txn, target)
             }
-            Frame::IntroduceAck { session } => self.introduce_ack(from, session),
+            Frame::IntroduceAck { session } => self.introduce_ack(now, from, session),
             _ => {}
         }
     }
@@ -335,6 +387,11 @@ impl Rendezvous {
         match rec.relay.admit(&cfg, now, datagram.len()) {
             Admit::Forward => {
                 rec.expires = rec.expires.max(now + cfg.idle_timeout);
+                if !rec.relaying {
+                    rec.relaying = true;
+                    self.relaying += 1;
+                    self.stats.relay_sessions += 1;
+                }
                 self.stats.relayed_packets += 1;
                 self.stats.relayed_bytes += datagram.len() as u64;
                 Some(to)
@@ -359,19 +416,27 @@ impl Rendezvous {
         }
     }
 
-    fn introduce_ack(&mut self, from: SocketAddr, session: u64) {
+    fn introduce_ack(&mut self, now: Instant, from: SocketAddr, session: u64) {
         if self.pending.get(&session).is_some_and(|p| p.to == from) {
             self.pending.remove(&session);
         }
         let Some(rec) = self.sessions.get_mut(&session) else {
             return;
         };
+        let was_ready = rec.requester_ready && rec.target_ready;
         if rec.requester == from {
             rec.requester_ready = true;
         } else if rec.target == from {
             rec.target_ready = true;
         } else {
             return;
+        }
+        if !was_ready && rec.requester_ready && rec.target_ready {
+            if self.ready_times.len() >= MAX_READY_TIMES {
+                self.ready_times.pop_front();
+            }
+            let after = now.saturating_duration_since(rec.introduced);
+            self.ready_times.push_back(after);
         }
         // Each side hears "peer ready" only once it has acknowledged itself, so the signal
         // never arrives before the introduction it refers to. A repeated acknowledgement
@@ -544,7 +609,7 @@ impl Rendezvous {
                 attempts: 1,
             },
         );
-        self.sessions.insert(
+        let replaced = self.sessions.insert(
             session,
             SessionRecord {
                 requester: from,
@@ -554,8 +619,14 @@ impl Rendezvous {
                 expires: now + SESSION_TTL,
                 relay: RelayUsage::new(&self.cfg.relay, now),
                 relay_closed: None,
+                introduced: now,
+                relaying: false,
             },
         );
+        // A session id drawn twice (64 random bits): keep the live count right.
+        if replaced.is_some_and(|r| r.relaying) {
+            self.relaying -= 1;
+        }
         self.connects.insert(
             (from, txn),
             ConnectRecord {
@@ -575,7 +646,15 @@ impl Rendezvous {
             .retain(|addr, name| peers.get(name).is_some_and(|r| r.public == *addr));
         self.stats.expired += (before - self.peers.len()) as u64;
         self.connects.retain(|_, c| c.expires > now);
-        self.sessions.retain(|_, r| r.expires > now);
+        let mut ended_relays = 0;
+        self.sessions.retain(|_, r| {
+            let keep = r.expires > now;
+            if !keep && r.relaying {
+                ended_relays += 1;
+            }
+            keep
+        });
+        self.relaying -= ended_relays;
     }
 
     /// Advance timers: retransmit introductions, expire registrations.

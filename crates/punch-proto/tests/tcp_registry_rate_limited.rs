@@ -78,6 +78,7 @@ fn one_address_past_its_burst_is_told_busy() {
         .count();
     assert_eq!((registered, busy), (3, 2), "{got:?}");
     assert_eq!(r.stats().rate_limited, 2);
+    assert_eq!(r.stats().errors.get(ErrorCode::Busy), 2, "counted per code");
     // Another address is served.
     register(&mut r, now, 9, "198.51.100.10:1000".parse().unwrap());
     assert!(matches!(answers(&mut r)[..], [Frame::Challenge { .. }]));

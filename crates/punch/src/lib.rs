@@ -4,7 +4,8 @@
 //! - [`server`]: the rendezvous server (STUN, `<Hi!>`, registry, introductions);
 //! - [`client`]: registration, punching and authenticated QUIC connections to peers;
 //! - [`nat`]: RFC 5780 NAT behaviour discovery over two sockets;
-//! - [`identity`] and [`tls`]: Ed25519 identities and pinned-key TLS.
+//! - [`identity`] and [`tls`]: Ed25519 identities and pinned-key TLS;
+//! - [`telemetry`]: Prometheus metrics of the server and the client, and their endpoint.
 //!
 //! Protocol decisions live in the sans-IO crate `punch_proto`; this crate moves bytes.
 #![forbid(unsafe_code)]
@@ -21,6 +22,7 @@ pub mod paths;
 pub mod server;
 pub mod socket;
 pub mod tcp;
+pub mod telemetry;
 pub mod tls;
 
 pub use punch_proto;

@@ -36,6 +36,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::telemetry::server::{UdpMetrics, UdpRequest, PUBLISH_INTERVAL};
+
 /// Datagrams queued from the receive tasks to the server loop before new ones are dropped.
 const INBOX: usize = 4096;
 
@@ -278,6 +280,9 @@ pub async fn run(
     )));
     let mut stats = IoStats::default();
     let mut stun_limiter = Limiter::new(cfg.stun_limit);
+    let metrics = UdpMetrics::new();
+    let mut publish = tokio::time::interval(PUBLISH_INTERVAL);
+    publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let mut outs = Vec::new();
     for (group, g) in groups.into_iter().enumerate() {
@@ -298,11 +303,13 @@ pub async fn run(
     let (tx, mut inbox) = mpsc::channel::<Inbound>(INBOX);
     let mut tasks = Vec::new();
     for i in 0..outs.0.len() {
+        let counters = (metrics.relay_requests(), metrics.inbox_full());
         tasks.push(AbortOnDrop(tokio::spawn(recv_task(
             outs.clone(),
             i,
             tx.clone(),
             registry.clone(),
+            counters,
         ))));
     }
     drop(tx);
@@ -325,6 +332,10 @@ pub async fn run(
                 };
                 let hi = answer_hi(&data);
                 let answerable = hi.is_some() || stun::looks_like_stun(&data);
+                if answerable {
+                    let kind = if hi.is_some() { UdpRequest::Hi } else { UdpRequest::Stun };
+                    metrics.requests(kind, 1);
+                }
                 if answerable && !stun_limiter.allow(Instant::now().into_std(), from.ip()) {
                     stats.stun_limited += 1;
                 } else if let Some(answer) = hi {
@@ -345,10 +356,12 @@ pub async fn run(
                     match Frame::decode(&data) {
                         Ok(frame) => {
                             debug!(%from, ?frame, "frame");
+                            metrics.requests(UdpRequest::of(&frame), 1);
                             lock(&registry).handle_frame(Instant::now().into_std(), from, frame)
                         }
                         Err(wire::WireError::Version(v)) => {
                             debug!(%from, version = v, "frame of another wire version");
+                            metrics.requests(UdpRequest::OtherVersion, 1);
                             let now = Instant::now().into_std();
                             lock(&registry).handle_other_version(now, from, &data);
                         }
@@ -363,9 +376,17 @@ pub async fn run(
                 }
             }
             _ = tokio::time::sleep_until(wake) => {}
+            _ = publish.tick() => {
+                let reg = lock(&registry);
+                let (peers, relays) = (reg.peer_count(), reg.relay_session_count());
+                metrics.publish(&stats, reg.stats(), peers, relays);
+            }
         }
         let mut reg = lock(&registry);
         reg.handle_timeout(Instant::now().into_std());
+        while let Some(after) = reg.poll_ready_time() {
+            metrics.ready(after);
+        }
         while let Some((to, bytes)) = reg.poll_transmit() {
             outs.send(0, SocketId::PRIMARY, to, &bytes);
         }
@@ -382,12 +403,16 @@ const RECV_BUF: usize = 64 * 1024;
 /// call for up to [`quinn::udp::BATCH_SIZE`] buffers), because the relay's cost is mostly
 /// system calls. Relayed datagrams are forwarded right here (one lock per batch, one GSO
 /// send per train of datagrams to the same peer); the rest go to the server loop.
+/// `counters`: relayed datagrams received (counted once per batch) and datagrams dropped
+/// for a full inbox.
 async fn recv_task(
     outs: Arc<Outs>,
     index: usize,
     tx: mpsc::Sender<Inbound>,
     registry: Arc<Mutex<Rendezvous>>,
+    counters: (metrics::Counter, metrics::Counter),
 ) {
+    let (relay_requests, inbox_full) = counters;
     let me = &outs.0[index];
     let (group, id, state) = (me.group, me.id, &me.state);
     let socket: &UdpSocket = &me.socket;
@@ -428,23 +453,29 @@ async fn recv_task(
         // One clock reading and at most one lock per batch.
         let now = Instant::now().into_std();
         let mut reg = None;
+        let mut relayed = 0;
         for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
             let stride = m.stride.max(1);
             let from = crate::socket::family::canonical(m.addr);
             for data in buf[..m.len.min(buf.len())].chunks(stride) {
                 if id == SocketId::PRIMARY && data.first() == Some(&wire::RELAY_TAG) {
                     let reg = reg.get_or_insert_with(|| lock(&registry));
+                    relayed += 1;
                     if let Some(to) = relay_datagram(&outs, group, reg, now, from, data) {
                         if let Some(out) = outs.toward(group, id, to) {
                             train.push(out, to, data);
                         }
                     }
                 } else if tx.try_send((group, id, from, data.to_vec())).is_err() {
+                    inbox_full.increment(1);
                     debug!(%from, "server inbox full; datagram dropped");
                 }
             }
         }
         train.flush();
+        if relayed > 0 {
+            relay_requests.increment(relayed);
+        }
     }
 }
 

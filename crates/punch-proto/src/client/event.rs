@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::agent::CandidateKind;
+use crate::nat::Classic;
 use crate::wire::{ErrorCode, KeyBytes, Side};
 
 /// A peer, named by its Ed25519 key (the only identity that is checked end to end).
@@ -395,6 +396,13 @@ pub enum Event {
         known: KeyBytes,
         /// The key it came with.
         offered: KeyBytes,
+    },
+    /// The server told us a peer's NAT type (from the peer's own discovery).
+    PeerNat {
+        /// Its key.
+        peer: PeerKey,
+        /// Its NAT type.
+        classic: Classic,
     },
     /// A peer we were introduced to: give it a stable (virtual) address and accept its
     /// authenticated connections from now on.

@@ -508,7 +508,10 @@ impl Session {
             Frame::PeerNat { session, classic } if from_server => {
                 if let Some(key) = self.sessions.get(&session).copied() {
                     if let Some(p) = self.peers.get_mut(&key) {
-                        p.nat = Some(classic);
+                        if p.nat != Some(classic) {
+                            p.nat = Some(classic);
+                            self.event(Event::PeerNat { peer: key, classic });
+                        }
                     }
                     self.check_possible(now, key);
                 }

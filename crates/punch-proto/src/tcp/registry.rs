@@ -24,6 +24,7 @@ use super::framing::{encode_framed, prefixed};
 use crate::auth::{Gate, RegisterGate};
 use crate::owners::{self, Owners, OwnersConfig, SharedOwners};
 use crate::ratelimit::{self, Limiter, RateLimit};
+use crate::rendezvous::ErrorCounts;
 use crate::wire::{self, ErrorCode, Frame, KeyBytes, PeerInfo, MAX_REASON_LEN};
 
 /// Registration lifetime without a keepalive (clients refresh every 25 s).
@@ -140,6 +141,8 @@ pub struct TcpStats {
     pub bad_signatures: u64,
     /// Version-1 (unsigned) registrations told to upgrade.
     pub legacy_refused: u64,
+    /// Requests answered with an error, per code.
+    pub errors: ErrorCounts,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -368,6 +371,7 @@ impl TcpRegistry {
     }
 
     fn error(&mut self, conn: ConnId, txn: u64, code: ErrorCode, detail: &str) {
+        self.stats.errors.add(code);
         let mut end = detail.len().min(MAX_REASON_LEN);
         while !detail.is_char_boundary(end) {
             end -= 1;

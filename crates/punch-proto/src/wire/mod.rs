@@ -84,6 +84,43 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in the order of [`ErrorCode::index`].
+    pub const ALL: [ErrorCode; 7] = [
+        ErrorCode::UnknownPeer,
+        ErrorCode::NameTaken,
+        ErrorCode::SelfConnect,
+        ErrorCode::NotRegistered,
+        ErrorCode::Busy,
+        ErrorCode::BadRequest,
+        ErrorCode::BadSignature,
+    ];
+
+    /// This code's place in [`ErrorCode::ALL`] (for tables of counters).
+    pub fn index(self) -> usize {
+        match self {
+            ErrorCode::UnknownPeer => 0,
+            ErrorCode::NameTaken => 1,
+            ErrorCode::SelfConnect => 2,
+            ErrorCode::NotRegistered => 3,
+            ErrorCode::Busy => 4,
+            ErrorCode::BadRequest => 5,
+            ErrorCode::BadSignature => 6,
+        }
+    }
+
+    /// A stable snake_case name (`"unknown_peer"`), for logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::UnknownPeer => "unknown_peer",
+            ErrorCode::NameTaken => "name_taken",
+            ErrorCode::SelfConnect => "self_connect",
+            ErrorCode::NotRegistered => "not_registered",
+            ErrorCode::Busy => "busy",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::BadSignature => "bad_signature",
+        }
+    }
+
     /// A short human explanation, used in error events.
     pub fn describe(self) -> &'static str {
         match self {
@@ -490,6 +527,17 @@ pub fn decode_relay(buf: &[u8]) -> Option<(Side, u64, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_codes_index_their_table_and_have_distinct_names() {
+        for (i, code) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(code.index(), i, "{code:?}");
+        }
+        let mut names: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+    }
 
     #[test]
     fn relay_header_round_trip_and_rejects() {

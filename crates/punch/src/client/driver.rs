@@ -689,6 +689,10 @@ impl Driver {
                 let ev = ClientEvent::key_refused(&self.known, name, known, offered);
                 self.app_event(ev);
             }
+            Event::PeerNat { peer, classic } => {
+                let peer = self.name_of(&peer);
+                self.app_event(ClientEvent::PeerNat { peer, classic });
+            }
             other => debug!(?other, "unhandled session event"),
         }
     }

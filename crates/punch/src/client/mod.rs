@@ -229,6 +229,13 @@ pub enum ClientEvent {
         /// Why.
         reason: PathReason,
     },
+    /// The server told us what NAT a peer is behind (from the peer's own discovery).
+    PeerNat {
+        /// The peer's name.
+        peer: String,
+        /// Its NAT type.
+        classic: Classic,
+    },
     /// The server sees us at a new public address (our NAT gave us a new mapping).
     PublicAddress {
         /// The address now.

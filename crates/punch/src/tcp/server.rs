@@ -24,6 +24,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
+use crate::telemetry::server::{TcpMetrics, PUBLISH_INTERVAL};
+
 /// Default TCP assist port: the UDP/TCP main port 3478 + 1.
 pub const DEFAULT_ASSIST_PORT: u16 = 3479;
 /// Most connections from one IP address at once (a NAT may hide many clients behind one).
@@ -117,6 +119,9 @@ pub async fn run(
     let mut per_ip: HashMap<IpAddr, usize> = HashMap::new();
     let mut tasks: JoinSet<Option<RelayEnded>> = JoinSet::new();
     let mut next_id = 0u64;
+    let metrics = TcpMetrics::new();
+    let mut publish = tokio::time::interval(PUBLISH_INTERVAL);
+    publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
         let wake = registry
@@ -135,6 +140,7 @@ pub async fn run(
                 match ev {
                     Some(Event::Frame(id, frame)) => {
                         debug!(conn = id.0, ?frame, "tcp frame");
+                        metrics.request(&frame);
                         registry.handle_frame(Instant::now().into_std(), id, frame);
                     }
                     Some(Event::Bad(id, None)) => registry.handle_bad_stream(id),
@@ -169,6 +175,11 @@ pub async fn run(
                 None
             }
             _ = tokio::time::sleep_until(wake) => None,
+            _ = publish.tick() => {
+                let (peers, open) = (registry.peer_count(), registry.connection_count());
+                metrics.publish(registry.stats(), peers, open);
+                None
+            }
         };
         if let Some((listener, r)) = accepted {
             match r {
@@ -228,8 +239,9 @@ pub async fn run(
                         let _ = ca.try_send(Cmd::Surrender(ta));
                         let _ = cb.try_send(Cmd::Surrender(tb));
                         let limits = cfg.relay_limits.clone();
+                        let counters = (metrics.relayed_bytes(), metrics.relay_sessions());
                         tasks.spawn(async move {
-                            let reason = splice(ra, rb, limits).await?;
+                            let reason = splice(ra, rb, limits, counters).await?;
                             Some(RelayEnded {
                                 session,
                                 controls,
@@ -314,24 +326,28 @@ async fn conn_task(
 }
 
 /// Relay between two joined connections until both ends finish, or a limit ends the
-/// session (the reason is returned).
+/// session (the reason is returned). `counters`: bytes relayed, and the live sessions
+/// (this one counts in them while it runs).
 async fn splice(
     a: oneshot::Receiver<(TcpStream, Vec<u8>)>,
     b: oneshot::Receiver<(TcpStream, Vec<u8>)>,
     limits: RelayConfig,
+    counters: (metrics::Counter, metrics::Gauge),
 ) -> Option<String> {
     let Ok((Ok((a, rest_a)), Ok((b, rest_b)))) =
         tokio::time::timeout(SPLICE_HANDOVER, async { (a.await, b.await) }).await
     else {
         return None;
     };
+    let (bytes, live) = counters;
+    let _live = LiveSession::new(live);
     let started = Instant::now().into_std();
     let usage = std::sync::Mutex::new(RelayUsage::new(&limits, started));
     let (mut ar, mut aw) = a.into_split();
     let (mut br, mut bw) = b.into_split();
     // Bytes a side sent before the splice (none with our client) go to the other side.
-    let ab = pump(&mut ar, &mut bw, rest_a, &usage, &limits);
-    let ba = pump(&mut br, &mut aw, rest_b, &usage, &limits);
+    let ab = pump(&mut ar, &mut bw, rest_a, &usage, &limits, &bytes);
+    let ba = pump(&mut br, &mut aw, rest_b, &usage, &limits, &bytes);
     let idle = async {
         loop {
             let at = lock(&usage).idle_at(&limits, started);
@@ -353,18 +369,36 @@ async fn splice(
     ended
 }
 
-/// Copy one direction of a relayed session within the limits. `Ok` when the sender has
-/// finished (or the connection failed), `Err` with the reason when a limit ends the session.
+/// A relay session counted in the live ones until dropped (also when its task is aborted).
+struct LiveSession(metrics::Gauge);
+
+impl LiveSession {
+    fn new(live: metrics::Gauge) -> LiveSession {
+        live.increment(1.0);
+        LiveSession(live)
+    }
+}
+
+impl Drop for LiveSession {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// Copy one direction of a relayed session within the limits, counting the bytes in
+/// `relayed`. `Ok` when the sender has finished (or the connection failed), `Err` with the
+/// reason when a limit ends the session.
 async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     r: &mut R,
     w: &mut W,
     first: Vec<u8>,
     usage: &std::sync::Mutex<RelayUsage>,
     limits: &RelayConfig,
+    relayed: &metrics::Counter,
 ) -> Result<(), String> {
     let chunk = RELAY_CHUNK.min(usize::try_from(limits.rate).unwrap_or(usize::MAX).max(1));
     for part in first.chunks(chunk) {
-        if !forward(w, part, usage, limits).await? {
+        if !forward(w, part, usage, limits, relayed).await? {
             return Ok(());
         }
     }
@@ -377,19 +411,21 @@ async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             }
             Ok(n) => n,
         };
-        if !forward(w, &buf[..n], usage, limits).await? {
+        if !forward(w, &buf[..n], usage, limits, relayed).await? {
             return Ok(());
         }
     }
 }
 
-/// Write `part` (at most one second's worth of the rate) once the rate allows it.
-/// `Ok(false)` when the writer failed; `Err` with the reason when a limit ends the session.
+/// Write `part` (at most one second's worth of the rate) once the rate allows it, and
+/// count it in `relayed`. `Ok(false)` when the writer failed; `Err` with the reason when a
+/// limit ends the session.
 async fn forward<W: AsyncWrite + Unpin>(
     w: &mut W,
     part: &[u8],
     usage: &std::sync::Mutex<RelayUsage>,
     limits: &RelayConfig,
+    relayed: &metrics::Counter,
 ) -> Result<bool, String> {
     loop {
         let now = Instant::now().into_std();
@@ -404,7 +440,11 @@ async fn forward<W: AsyncWrite + Unpin>(
         // Over the rate: wait (not reading meanwhile, so TCP slows the sender).
         tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
     }
-    Ok(w.write_all(part).await.is_ok())
+    let written = w.write_all(part).await.is_ok();
+    if written {
+        relayed.increment(part.len() as u64);
+    }
+    Ok(written)
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
