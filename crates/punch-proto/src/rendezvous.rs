@@ -145,6 +145,19 @@ struct Registration {
     expires: Instant,
     /// The NAT type the peer reported in its registration, if any.
     nat: Option<Classic>,
+    /// The address the same key registered from in the other family (a dual-stack
+    /// client registers over both), and until when that registration holds.
+    other: Option<(SocketAddr, Instant)>,
+}
+
+impl Registration {
+    /// `addr` is one of the peer's registered addresses (either family) at `now`.
+    fn is_at(&self, addr: SocketAddr, now: Instant) -> bool {
+        self.public == addr
+            || self
+                .other
+                .is_some_and(|(o, until)| o == addr && until > now)
+    }
 }
 
 #[derive(Debug)]
@@ -475,22 +488,42 @@ impl Rendezvous {
             }
         }
         let expires = now + self.cfg.registration_ttl;
-        if let Some(old) = self.peers.get(&name) {
-            if old.public != from && self.by_addr.get(&old.public) == Some(&name) {
-                self.by_addr.remove(&old.public);
+        let live = self.peers.get_mut(&name).filter(|r| r.expires > now);
+        match live {
+            // The same key over the other family (the owner checked above): the peer's
+            // second address. Its record, and the address introductions go to, stay.
+            Some(old) if old.public.is_ipv4() != from.is_ipv4() => {
+                if let Some((prev, _)) = old.other.filter(|(prev, _)| *prev != from) {
+                    if self.by_addr.get(&prev) == Some(&name) {
+                        self.by_addr.remove(&prev);
+                    }
+                }
+                old.other = Some((from, expires));
+                old.private = private;
+                old.nat = nat;
+                self.by_addr.insert(from, name);
+            }
+            old => {
+                let other = old.and_then(|o| o.other);
+                if let Some(old) = self.peers.get(&name) {
+                    if old.public != from && self.by_addr.get(&old.public) == Some(&name) {
+                        self.by_addr.remove(&old.public);
+                    }
+                }
+                self.by_addr.insert(from, name.clone());
+                self.peers.insert(
+                    name,
+                    Registration {
+                        key,
+                        public: from,
+                        private,
+                        expires,
+                        nat,
+                        other,
+                    },
+                );
             }
         }
-        self.by_addr.insert(from, name.clone());
-        self.peers.insert(
-            name,
-            Registration {
-                key,
-                public: from,
-                private,
-                expires,
-                nat,
-            },
-        );
         self.stats.registrations += 1;
         let expires_secs = u32::try_from(self.cfg.registration_ttl.as_secs()).unwrap_or(u32::MAX);
         let nonce = self.gate.next_nonce(now, from);
@@ -508,7 +541,7 @@ impl Rendezvous {
     fn requester_name(&self, from: SocketAddr, now: Instant) -> Option<String> {
         let name = self.by_addr.get(&from)?;
         self.live(name, now)
-            .filter(|r| r.public == from)
+            .filter(|r| r.is_at(from, now))
             .map(|_| name.clone())
     }
 
@@ -581,7 +614,9 @@ impl Rendezvous {
             peer: PeerInfo {
                 name: me,
                 key: mine.key,
-                public: mine.public,
+                // Where the request came from: the requester's registered address in
+                // the family it asked over, which it has just proven it receives on.
+                public: from,
                 private: mine.private,
             },
         };
@@ -643,7 +678,7 @@ impl Rendezvous {
         self.peers.retain(|_, r| r.expires > now);
         let peers = &self.peers;
         self.by_addr
-            .retain(|addr, name| peers.get(name).is_some_and(|r| r.public == *addr));
+            .retain(|addr, name| peers.get(name).is_some_and(|r| r.is_at(*addr, now)));
         self.stats.expired += (before - self.peers.len()) as u64;
         self.connects.retain(|_, c| c.expires > now);
         let mut ended_relays = 0;

@@ -1,14 +1,14 @@
 //! The client session across address families, driven frame by frame: with the server's
-//! address in the other family it learns our public address there (STUN Binding) and
-//! registers it as a candidate, signed; and a peer with no address in a family we have
-//! is not punched toward at all: it stays on the relay, and the session says why.
+//! address in the other family it registers there too (its own challenge and nonce), and
+//! the public address that answer shows goes into both registrations as a candidate,
+//! signed; and a peer with no address in a family we have is not punched toward at all:
+//! it stays on the relay, and the session says why.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use punch_proto::auth::SigningKey;
 use punch_proto::client::{Config, Event, PathReason, Route, Session};
-use punch_proto::stun::{Class, Message};
 use punch_proto::wire::{Frame, PeerInfo};
 
 fn a(s: &str) -> SocketAddr {
@@ -66,46 +66,58 @@ fn registered(
 }
 
 #[test]
-fn our_public_address_in_the_other_family_is_registered() {
+fn the_other_family_is_registered_and_its_address_offered() {
     let t0 = Instant::now();
     let (mut s, out) = registered(Some(a(SERVER6)), t0);
-    let stun: Vec<Message> = out
-        .iter()
-        .filter(|(d, _)| *d == a(SERVER6))
-        .filter_map(|(_, p)| Message::decode(p).ok())
-        .collect();
-    let request = stun
-        .iter()
-        .find(|m| m.class == Class::Request)
-        .expect("a Binding request to the server's IPv6 address");
-    // A forged answer (another transaction) is ignored; the real one is taken.
-    let mut forged = request.clone();
-    forged.transaction_id = punch_proto::stun::TransactionId::new([9; 12]);
+    let to6 = frames_to(&out, a(SERVER6));
+    let Some(Frame::Register { txn, .. }) = to6.first().cloned() else {
+        panic!("no registration to the server's IPv6 address: {out:?}");
+    };
+    // Its own challenge: signed over that nonce and sent at once.
+    let challenge = Frame::Challenge {
+        txn,
+        nonce: [5; 16],
+    };
+    s.handle_datagram(t0, a(SERVER6), &challenge.encode().unwrap());
+    let signed = frames_to(&sent(&mut s), a(SERVER6));
+    assert!(
+        matches!(signed.as_slice(), [Frame::Register { nonce, .. }] if *nonce == [5; 16]),
+        "{signed:?}"
+    );
     let v6 = a("[2001:db8:1::2]:40000");
-    let forged = Message::binding_success(&forged, a("[2001:db8:666::1]:1"));
-    s.handle_datagram(t0, a(SERVER6), &forged.encode().unwrap());
+    // An answer to another transaction changes nothing.
+    let stranger = Frame::Registered {
+        txn: txn.wrapping_add(1),
+        observed: a("[2001:db8:666::1]:1"),
+        expires_secs: 90,
+        nonce: [6; 16],
+    };
+    s.handle_datagram(t0, a(SERVER6), &stranger.encode().unwrap());
     s.handle_timeout(t0);
     assert_eq!(s.other_public_addr(), None);
-    assert!(
-        frames_to(&sent(&mut s), a(SERVER)).is_empty(),
-        "nothing for a forged answer"
-    );
-    let answer = Message::binding_success(request, v6);
+    assert!(frames_to(&sent(&mut s), a(SERVER)).is_empty());
+    let answer = Frame::Registered {
+        txn,
+        observed: v6,
+        expires_secs: 90,
+        nonce: [6; 16],
+    };
     let t1 = t0 + Duration::from_millis(5);
     s.handle_datagram(t1, a(SERVER6), &answer.encode().unwrap());
     assert_eq!(s.other_public_addr(), Some(v6));
-    // The driver runs the timers after every input; the registration is due now.
+    // The driver runs the timers after every input; the registrations are due now.
     s.handle_timeout(t1);
-    let again = frames_to(&sent(&mut s), a(SERVER));
-    let private = again.iter().find_map(|f| match f {
-        Frame::Register { private, .. } => Some(private.clone()),
-        _ => None,
-    });
-    assert_eq!(
-        private,
-        Some(vec![a(HOST), v6]),
-        "registered again at once, the IPv6 address beside the host one"
-    );
+    let out = sent(&mut s);
+    let private_to = |to: &str| {
+        frames_to(&out, a(to)).iter().find_map(|f| match f {
+            Frame::Register { private, .. } => Some(private.clone()),
+            _ => None,
+        })
+    };
+    let want = Some(vec![a(HOST), v6]);
+    assert_eq!(private_to(SERVER), want, "the first registration offers it");
+    assert_eq!(private_to(SERVER6), want, "and the second says the same");
+    // No event for the second registration: only the first one's answers are news.
 }
 
 #[test]

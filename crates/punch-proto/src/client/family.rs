@@ -2,15 +2,18 @@
 //! do not register over, our public address there, and which of a peer's candidates can
 //! work from here.
 //!
-//! A client registers over one family: the one Happy Eyeballs chose for the server
-//! ([`super::Config::server`]). One registration per name keeps the server's table keyed
-//! by one address, as a NAT keeps one mapping. With [`super::Config::server_other`] (the
-//! server's address in the other family) the session also asks that address for our
-//! public address there (a STUN Binding request, RFC 8489 §6), with every registration
-//! refresh, which also keeps that family's NAT mapping open; the answer goes into the
-//! registration we sign, beside our host addresses, so every peer we are introduced to
-//! gets candidates of both families. A server that does not answer over that family
-//! costs nothing: the candidate is simply not offered.
+//! A client registers with the server address Happy Eyeballs chose
+//! ([`super::Config::server`]): that registration is the one its requests, introductions
+//! and relay go through. With [`super::Config::server_other`] (the server's address in the
+//! other family) it registers there too, with the same signed request over that
+//! address's own nonce, refreshed with the first: the server keeps it as the peer's second
+//! address (its record and the address introductions go to stay the first's), the answer
+//! tells us our public address in that family, and that goes into the request we sign,
+//! beside our host addresses, so every peer we are introduced to gets candidates of both
+//! families. Refreshing it also keeps that family's NAT mapping open. If the first family
+//! stops working, the server drops the first registration when it expires and takes the
+//! next refresh over the other family as the peer's record. A server that does not answer
+//! over that family costs nothing: the candidate is simply not offered.
 //!
 //! A peer's candidate is tried only where it can work ([`usable`]): in a family we have
 //! an address in, never link-local (its zone means nothing on another host), and a
@@ -21,12 +24,10 @@
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
-use rand::Rng;
-
+use super::registration::Registration;
 use super::Session;
 use crate::agent::CandidateKind;
-use crate::stun::{Class, Message, Method, TransactionId};
-use crate::wire::{PeerInfo, MAX_PRIVATE_ADDRS};
+use crate::wire::{Frame, PeerInfo, MAX_PRIVATE_ADDRS};
 
 impl Session {
     /// A datagram from the server's address in the other family: maybe our public address
@@ -36,12 +37,54 @@ impl Session {
         let Some(o) = self.other.as_mut() else {
             return;
         };
-        if !o.answer(data) {
+        let Ok(frame) = Frame::decode(data) else {
             return;
+        };
+        match frame {
+            // Signed again over this address's nonce (in the guard) and sent at once; the
+            // same nonce twice waits for the next refresh (no loop with the server).
+            Frame::Challenge { txn, nonce } if txn == o.reg.txn && o.reg.set_nonce(nonce) => {
+                let (to, frame) = (o.server, o.reg.frame.clone());
+                self.send(to, frame);
+            }
+            Frame::Registered {
+                txn,
+                observed,
+                nonce,
+                ..
+            } if txn == o.reg.txn && observed.is_ipv4() == o.server.is_ipv4() => {
+                o.reg.set_nonce(nonce);
+                // Only the first registration's answers are events: this one's silence
+                // or return means nothing to the application.
+                let _ = o.reg.answered(observed);
+                let offered = offered(&self.host, Some(observed));
+                if let Ok(true) = self.reg.set_private(offered) {
+                    self.sync_other();
+                    self.reregister_now(now);
+                }
+            }
+            // Refusals (the server's table full, say) are retried with the next refresh.
+            _ => {}
         }
-        let offered = offered(&self.host, o.public);
-        if let Ok(true) = self.reg.set_private(offered) {
-            self.reregister_now(now);
+    }
+
+    /// The registration over the other family says what the first says: signed again
+    /// when that changed (its own nonce kept).
+    pub(super) fn sync_other(&mut self) {
+        let Some(o) = self.other.as_mut() else {
+            return;
+        };
+        let _ = o.reg.set_private(self.reg.private().to_vec());
+        if let Some(nat) = self.reg.nat() {
+            o.reg.set_nat(nat);
+        }
+    }
+
+    /// Send the registration over the other family (with every refresh of the first).
+    pub(super) fn refresh_other(&mut self) {
+        if let Some(o) = self.other.as_ref() {
+            let (to, frame) = (o.server, o.reg.frame.clone());
+            self.send(to, frame);
         }
     }
 
@@ -70,9 +113,10 @@ impl Session {
         out
     }
 
-    /// Our public address in the family we did not register over, once the server told us.
+    /// Our public address in the other family, once the server answered our
+    /// registration there.
     pub fn other_public_addr(&self) -> Option<SocketAddr> {
-        self.other.as_ref().and_then(|o| o.public)
+        self.other.as_ref().and_then(|o| o.reg.public)
     }
 }
 
@@ -101,60 +145,13 @@ pub(crate) fn no_common_family(info: &PeerInfo, own: &[SocketAddr]) -> String {
     )
 }
 
-/// The server's address in the other family, and what it told us.
-#[derive(Debug, Clone)]
+/// The server's address in the other family, and our registration there.
+#[derive(Debug)]
 pub(crate) struct OtherFamily {
-    /// Where the Binding requests go.
+    /// Where its registration goes.
     pub(crate) server: SocketAddr,
-    /// The transaction of the last request sent.
-    pending: Option<TransactionId>,
-    /// Our public address in that family, once the server answered.
-    pub(crate) public: Option<SocketAddr>,
-}
-
-impl OtherFamily {
-    pub(crate) fn new(server: SocketAddr) -> OtherFamily {
-        OtherFamily {
-            server,
-            pending: None,
-            public: None,
-        }
-    }
-
-    /// A fresh Binding request for [`OtherFamily::server`] (replaces any unanswered one).
-    pub(crate) fn request(&mut self, rng: &mut impl Rng) -> Option<Vec<u8>> {
-        let txn = TransactionId::random(rng);
-        let bytes = Message::binding_request(txn).encode().ok()?;
-        self.pending = Some(txn);
-        Some(bytes)
-    }
-
-    /// Take a datagram from [`OtherFamily::server`]: true if it answered our last
-    /// request with a public address other than the one we knew. Anything else (another
-    /// transaction, an error, an address of the wrong family) is ignored.
-    pub(crate) fn answer(&mut self, data: &[u8]) -> bool {
-        let Ok(m) = Message::decode(data) else {
-            return false;
-        };
-        if m.class != Class::SuccessResponse
-            || m.method != Method::BINDING
-            || Some(m.transaction_id) != self.pending
-        {
-            return false;
-        }
-        let Some(mapped) = m.mapped_address() else {
-            return false;
-        };
-        if mapped.is_ipv4() != self.server.is_ipv4() || !offerable(mapped.ip()) {
-            return false;
-        }
-        self.pending = None;
-        if self.public == Some(mapped) {
-            return false;
-        }
-        self.public = Some(mapped);
-        true
-    }
+    /// The same request as the first registration's, signed over this address's nonce.
+    pub(crate) reg: Registration,
 }
 
 /// What we register as our other candidates: our host addresses, then our public
@@ -260,24 +257,4 @@ mod tests {
         let many: Vec<SocketAddr> = (1..20).map(|i| a(&format!("10.0.0.{i}:1"))).collect();
         assert_eq!(offered(&many, None).len(), MAX_PRIVATE_ADDRS);
     }
-
-    #[test]
-    fn only_an_answer_to_our_request_of_the_right_family_counts() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let mut other = OtherFamily::new(a("[2001:db8::10]:3478"));
-        let req = Message::decode(&other.request(&mut rng).unwrap()).unwrap();
-        let wrong_family = Message::binding_success(&req, a("198.51.100.2:5000"));
-        assert!(!other.answer(&wrong_family.encode().unwrap()));
-        let stranger = Message::binding_request(TransactionId::random(&mut rng));
-        let forged = Message::binding_success(&stranger, a("[2001:db8:9::9]:1"));
-        assert!(!other.answer(&forged.encode().unwrap()));
-        let good = Message::binding_success(&req, a("[2001:db8:1::2]:5000"));
-        assert!(other.answer(&good.encode().unwrap()));
-        assert_eq!(other.public, Some(a("[2001:db8:1::2]:5000")));
-        // The same answer again (a duplicate) changes nothing.
-        assert!(!other.answer(&good.encode().unwrap()));
-        assert!(!other.answer(b"garbage"));
-    }
-
-    use rand::SeedableRng;
 }

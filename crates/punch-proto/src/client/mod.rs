@@ -186,7 +186,7 @@ pub struct Session {
     reg: Registration,
     /// Our host addresses, as the driver last told us.
     host: Vec<SocketAddr>,
-    /// The server's address in the other family and our public address there.
+    /// The server's address in the other family and our registration there.
     other: Option<family::OtherFamily>,
     connects: HashMap<u64, PendingConnect>,
     peers: HashMap<PeerKey, Peer>,
@@ -214,16 +214,22 @@ impl Session {
         let mut rng = StdRng::seed_from_u64(seed);
         let (txn, signer) = (rng.random(), cfg.signer.clone());
         let offered = family::offered(&cfg.private, None);
-        let reg = Registration::new(txn, cfg.name.clone(), signer, offered)
+        let reg = Registration::new(txn, cfg.name.clone(), signer, offered.clone())
             .map_err(|_| SetupError::InvalidName(cfg.name.clone()))?;
+        let other = match cfg.server_other {
+            Some(o) if o.is_ipv4() != cfg.server.is_ipv4() => {
+                let (txn, signer) = (rng.random(), cfg.signer.clone());
+                let reg = Registration::new(txn, cfg.name.clone(), signer, offered)
+                    .map_err(|_| SetupError::InvalidName(cfg.name.clone()))?;
+                Some(family::OtherFamily { server: o, reg })
+            }
+            _ => None,
+        };
         let mut timers = TimerTable::default();
         timers.set(Timer::Register, now);
         let mut s = Session {
             host: cfg.private.clone(),
-            other: cfg
-                .server_other
-                .filter(|o| o.is_ipv4() != cfg.server.is_ipv4())
-                .map(family::OtherFamily::new),
+            other,
             cfg,
             reg,
             connects: HashMap::new(),
@@ -390,6 +396,7 @@ impl Session {
     pub fn set_nat(&mut self, now: Instant, classic: Classic) {
         // The server keeps it with our registration: register again, now.
         if self.reg.set_nat(classic) {
+            self.sync_other();
             self.timers.set(Timer::Register, now);
         }
         // Without NAT or filter there is no mapping to hold open: refresh the registration
@@ -417,14 +424,11 @@ impl Session {
     }
 
     fn local_change(&mut self, now: Instant, private: Vec<SocketAddr>, why: PathReason) {
-        // Our public address in the other family went with the old address (or port);
-        // the next refresh asks for the new one.
-        if let Some(o) = self.other.as_mut() {
-            o.public = None;
-        }
+        // Our public address in the other family went with the old address (or port):
+        // the registration there, sent with this one, brings the new one.
         self.host = private;
         match self.reg.set_private(family::offered(&self.host, None)) {
-            Ok(true) => {}
+            Ok(true) => self.sync_other(),
             _ => return,
         }
         self.reregister_now(now);
@@ -652,12 +656,7 @@ impl Session {
     fn refresh(&mut self, now: Instant) {
         let frame = self.reg.frame.clone();
         self.send(self.cfg.server, frame);
-        if let Some(o) = self.other.as_mut() {
-            if let Some(req) = o.request(&mut self.rng) {
-                let to = o.server;
-                self.send(to, req);
-            }
-        }
+        self.refresh_other();
         let next = self.reg.sent(now);
         self.timers.set(Timer::Register, next);
         if self.cfg.relay == RelayMode::Never || self.reg.is_lost() {
