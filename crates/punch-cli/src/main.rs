@@ -135,8 +135,10 @@ enum Command {
     },
     /// Show punch working: a server and two peers on loopback, in one process.
     Demo,
-    /// Measure throughput to a peer: one side waits, the other pushes data and prints
-    /// Mbit/s and datagrams/s over the path in use (`--relay only|never` to force one).
+    /// Measure connect time and throughput to a peer: one side waits, the other connects,
+    /// times the first byte and the direct path, pushes data and prints Mbit/s over the
+    /// path in use (`--relay only|never`, `--transport tcp` to force one; `--mib 0`: connect
+    /// time only).
     Bench {
         /// Rendezvous server, HOST or HOST:PORT.
         #[arg(long, env = "PUNCH_SERVER")]
@@ -153,6 +155,9 @@ enum Command {
         /// Relay use, as for chat.
         #[arg(long, default_value = "auto", value_name = "auto|never|only")]
         relay: punch::client::RelayMode,
+        /// Transport, as for chat (tcp: TLS over a punched TCP connection, or the TCP relay).
+        #[arg(long, default_value = "udp", value_name = "udp|tcp|auto")]
+        transport: punch::client::TransportMode,
     },
 }
 
@@ -266,11 +271,13 @@ fn main() -> Result<()> {
                 peer,
                 mib,
                 relay,
+                transport,
             } => {
                 let servers = chat::resolve_server(&server, 3478)?;
                 let mut cfg = ClientConfig::new(servers[0], name);
                 cfg.server_addrs = servers;
                 cfg.relay = relay;
+                cfg.transport = transport;
                 bench::run(cfg, peer, mib).await
             }
         }

@@ -71,6 +71,10 @@ pub struct ServerArgs {
     /// a new name is refused as busy until one expires.
     #[arg(long, default_value_t = punch::punch_proto::owners::DEFAULT_MAX_NAMES, value_name = "N")]
     pub max_names: usize,
+    /// Most peers registered over UDP at once (each holds its addresses and key in memory, a few
+    /// hundred bytes); when full, a new registration is refused as busy.
+    #[arg(long, default_value_t = punch::punch_proto::rendezvous::DEFAULT_MAX_PEERS, value_name = "N")]
+    pub max_peers: usize,
     /// Registrations per second allowed from one IP address (bursts of twice that); more
     /// are dropped unanswered. 0: no limit.
     #[arg(long, default_value_t = ratelimit::DEFAULT_REGISTER.per_second, value_name = "PER_SEC")]
@@ -248,6 +252,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
         data_dir: dir,
         name_expiry_days,
         max_names,
+        max_peers,
         register_rate,
         connect_rate,
         stun_rate,
@@ -261,6 +266,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
         "--name-expiry-days must be at least 1, got {name_expiry_days}"
     );
     anyhow::ensure!(max_names >= 1, "--max-names must be at least 1");
+    anyhow::ensure!(max_peers >= 1, "--max-peers must be at least 1");
     anyhow::ensure!(
         relay_rate.is_finite() && relay_rate > 0.0,
         "--relay-rate must be a positive number of Mbit/s, got {relay_rate}"
@@ -305,6 +311,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
             owners: keeper.owners(),
             register_limit,
             connect_limit,
+            max_peers,
             ..RendezvousConfig::default()
         },
         stun_limit,

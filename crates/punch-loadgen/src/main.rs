@@ -1,0 +1,62 @@
+//! `punch-loadgen`: the load generator of punch's benchmarks (`bench/`).
+//!
+//! A separate binary, so that what measures the server is not the server's own code:
+//! - `stun`: STUN Binding requests (RFC 8489) from many sockets, batched with
+//!   sendmmsg/recvmmsg, at most a window outstanding per socket ([`stun`]);
+//! - `register`: many simulated clients registering as real ones do (wire v2: an unsigned
+//!   Register, the server's Challenge, the Register signed over its nonce), each from its
+//!   own loopback address and port, then one refresh round ([`register`]);
+//! - `quic-plain`: a plain quinn connection between two hosts, the reference for punch's
+//!   connect time ([`quic`]).
+//!
+//! Each prints one JSON line on stdout; progress and errors go to stderr. It does not start
+//! the servers it loads nor read their CPU or memory: the `bench/` scripts do that.
+
+mod latency;
+mod mmsg;
+mod quic;
+mod register;
+mod stun;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Load generator for punch's benchmarks (see bench/run).
+#[derive(Parser, Debug)]
+#[command(
+    name = "punch-loadgen",
+    version,
+    after_help = "Examples:\n  \
+      punch-loadgen stun --server 127.0.0.1:3478 --sockets 64 --duration 10 --window 16\n  \
+      punch-loadgen register --server 127.0.0.1:3478 --clients 100000 --rate 0\n  \
+      punch-loadgen quic-plain server --listen 0.0.0.0:4433\n  \
+      punch-loadgen quic-plain client --server 192.0.2.66:4433 --key KEY"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// STUN Binding requests from many sockets at once; prints answered requests/s and
+    /// latency percentiles. Works against any STUN server (punch server, coturn).
+    Stun(stun::StunArgs),
+    /// N simulated clients register with a punch server (challenge, signed registration)
+    /// from distinct loopback addresses, then refresh once; prints registrations/s.
+    Register(register::RegisterArgs),
+    /// A plain QUIC connection (no rendezvous, no punching): the reference for connect time.
+    QuicPlain {
+        #[command(subcommand)]
+        side: quic::Side,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Stun(args) => stun::run(args),
+        Command::Register(args) => register::run(args),
+        Command::QuicPlain { side } => quic::run(side),
+    }
+}

@@ -1,0 +1,136 @@
+//! The load generator against a real punch server on loopback: a short STUN flood and a
+//! few hundred registrations, with counts that must add up (every request answered or
+//! counted unanswered, every client registered and refreshed from its own address).
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use punch::punch_proto::ratelimit::RateLimit;
+use punch::punch_proto::rendezvous::RendezvousConfig;
+use punch::server::{ServerConfig, ServerSockets};
+
+/// A punch server on 127.0.0.1 with its rate limits off, served by a runtime on its own
+/// thread until the returned sender is dropped.
+fn server() -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async move {
+            let off = RateLimit::new(0.0, 1.0);
+            let cfg = ServerConfig {
+                rendezvous: RendezvousConfig {
+                    register_limit: off,
+                    connect_limit: off,
+                    ..RendezvousConfig::default()
+                },
+                stun_limit: off,
+                ..ServerConfig::default()
+            };
+            let sockets = ServerSockets::bind("127.0.0.1:0".parse().unwrap(), &cfg)
+                .await
+                .expect("bind");
+            addr_tx.send(sockets.local_addr()).unwrap();
+            let stop = async {
+                let _ = stop_rx.await;
+            };
+            punch::server::run(sockets, cfg, stop).await.expect("serve");
+        });
+    });
+    let addr = addr_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("server address");
+    (addr, stop_tx, thread)
+}
+
+fn loadgen(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_punch-loadgen"))
+        .args(args)
+        .output()
+        .expect("run punch-loadgen");
+    assert!(
+        out.status.success(),
+        "punch-loadgen {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    serde_json::from_str(text.lines().last().expect("a JSON line")).expect("JSON")
+}
+
+fn n(v: &serde_json::Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+#[test]
+fn stun_and_register_counts_add_up() {
+    let (addr, stop, thread) = server();
+    let server = addr.to_string();
+
+    let stun = loadgen(&[
+        "stun",
+        "--server",
+        &server,
+        "--sockets",
+        "4",
+        "--window",
+        "2",
+        "--duration",
+        "0.3",
+    ]);
+    assert!(n(&stun, "answered") >= 100, "few answers: {stun}");
+    assert_eq!(n(&stun, "errors"), 0, "{stun}");
+    assert_eq!(
+        n(&stun, "answered") + n(&stun, "unanswered"),
+        n(&stun, "sent"),
+        "{stun}"
+    );
+    assert!(n(&stun, "p99_us") >= n(&stun, "p50_us"), "{stun}");
+
+    let reg = loadgen(&[
+        "register",
+        "--server",
+        &server,
+        "--clients",
+        "300",
+        "--sockets",
+        "4",
+        "--window",
+        "64",
+        "--prefix",
+        "smoke",
+    ]);
+    let r = &reg["register"];
+    assert_eq!(n(r, "registered"), 300, "{reg}");
+    assert_eq!(n(r, "lost") + n(r, "refused") + n(r, "errors"), 0, "{reg}");
+    assert_eq!(n(r, "wrong_address"), 0, "{reg}");
+    assert_eq!(n(&reg["refresh"], "refreshed"), 300, "{reg}");
+
+    // The same names from other keys are refused: the server checked the signatures'
+    // keys against the owners the first run recorded.
+    let again = loadgen(&[
+        "register",
+        "--server",
+        &server,
+        "--clients",
+        "50",
+        "--sockets",
+        "4",
+        "--prefix",
+        "smoke",
+        "--seed",
+        "2",
+        "--no-refresh",
+    ]);
+    assert_eq!(n(&again["register"], "registered"), 0, "{again}");
+    assert_eq!(n(&again["register"], "refused"), 50, "{again}");
+
+    drop(stop);
+    thread.join().expect("server thread");
+}
