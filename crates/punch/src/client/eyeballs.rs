@@ -6,8 +6,9 @@
 //! `<HI!>`) goes to each in turn, one [`ATTEMPT_DELAY`] apart, or at once after an attempt
 //! failed outright (no route); the first address to answer wins. A check is our
 //! "connection attempt": a registration needs a server that answers over that family.
-//! Checks are repeated every [`RESEND`] while no answer came; after the client's server
-//! timeout the first address is used anyway, and the registration reports the silence.
+//! Checks are repeated every [`RESEND`] while no answer came; after [`RACE_MAX`] (or the
+//! client's server timeout, if shorter) the first address is used anyway, and the
+//! registration reports the silence.
 //!
 //! Owns only the race; the socket and its control channel are the client's, handed back
 //! untouched but for the answers taken here.
@@ -27,6 +28,10 @@ use crate::socket::{ControlDatagram, DemuxSocket};
 pub const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 /// Checks to addresses already tried are sent again this often (UDP loses datagrams).
 pub const RESEND: Duration = Duration::from_millis(1000);
+/// Longest race: then the first address is registered with anyway (a server may leave
+/// `<Hi!>` unanswered, over its per-source limit, and still take registrations), and the
+/// registration's own timeout says whether the server is there.
+pub const RACE_MAX: Duration = Duration::from_secs(2);
 
 /// What the race found.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -502,7 +502,8 @@ impl Client {
         } else {
             cfg.server_addrs.clone()
         };
-        let race = eyeballs::race(&socket, &mut ctl_rx, &addrs, cfg.server_timeout).await;
+        let race_for = cfg.server_timeout.min(eyeballs::RACE_MAX);
+        let race = eyeballs::race(&socket, &mut ctl_rx, &addrs, race_for).await;
         let server_other = match race {
             Some(o) => {
                 info!(server = %o.server, answered = o.answered, took = ?o.took, other = ?o.other,
