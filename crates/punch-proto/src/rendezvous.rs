@@ -10,7 +10,8 @@
 //!
 //! Every table is bounded ([`RendezvousConfig`]); a full table answers [`ErrorCode::Busy`].
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -214,7 +215,18 @@ pub struct Rendezvous {
     relaying: usize,
     /// Introduction-to-ready times not yet taken by [`Rendezvous::poll_ready_time`].
     ready_times: VecDeque<Duration>,
+    /// Registrations by expiry, soonest first: one entry per name in `peers`, moved back
+    /// when found refreshed. Expiring is then the work of the entries due, not a walk over
+    /// every peer after every datagram (which made each registration cost in proportion
+    /// to the peers registered).
+    expiries: BinaryHeap<Reverse<(Instant, String)>>,
+    /// When the bounded tables (introductions, sessions) are swept next.
+    next_sweep: Option<Instant>,
 }
+
+/// Interval of the sweep of the introduction and session tables (bounded by
+/// [`MAX_PENDING`]; lookups check expiry themselves, so a late sweep only holds memory).
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Rendezvous {
     /// A server with no peers; `seed` drives the session ids it picks.
@@ -232,6 +244,8 @@ impl Rendezvous {
             connect_limiter: Limiter::new(cfg.connect_limit),
             relaying: 0,
             ready_times: VecDeque::new(),
+            expiries: BinaryHeap::new(),
+            next_sweep: None,
             cfg,
         }
     }
@@ -505,10 +519,14 @@ impl Rendezvous {
             }
             old => {
                 let other = old.and_then(|o| o.other);
-                if let Some(old) = self.peers.get(&name) {
-                    if old.public != from && self.by_addr.get(&old.public) == Some(&name) {
-                        self.by_addr.remove(&old.public);
+                match self.peers.get(&name) {
+                    Some(old) => {
+                        if old.public != from && self.by_addr.get(&old.public) == Some(&name) {
+                            self.by_addr.remove(&old.public);
+                        }
                     }
+                    // A name new to the table gets its one entry in the expiry queue.
+                    None => self.expiries.push(Reverse((expires, name.clone()))),
                 }
                 self.by_addr.insert(from, name.clone());
                 self.peers.insert(
@@ -674,12 +692,34 @@ impl Rendezvous {
     }
 
     fn expire(&mut self, now: Instant) {
-        let before = self.peers.len();
-        self.peers.retain(|_, r| r.expires > now);
-        let peers = &self.peers;
-        self.by_addr
-            .retain(|addr, name| peers.get(name).is_some_and(|r| r.is_at(*addr, now)));
-        self.stats.expired += (before - self.peers.len()) as u64;
+        while let Some(Reverse((at, _))) = self.expiries.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, name))) = self.expiries.pop() else {
+                break;
+            };
+            let Some(r) = self.peers.get(&name) else {
+                continue;
+            };
+            if r.expires > now {
+                // Refreshed since: its entry goes back at the new expiry.
+                self.expiries.push(Reverse((r.expires, name)));
+                continue;
+            }
+            let addrs = [Some(r.public), r.other.map(|(o, _)| o)];
+            for a in addrs.into_iter().flatten() {
+                if self.by_addr.get(&a) == Some(&name) {
+                    self.by_addr.remove(&a);
+                }
+            }
+            self.peers.remove(&name);
+            self.stats.expired += 1;
+        }
+        if self.next_sweep.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next_sweep = Some(now + SWEEP_INTERVAL);
         self.connects.retain(|_, c| c.expires > now);
         let mut ended_relays = 0;
         self.sessions.retain(|_, r| {
@@ -716,7 +756,9 @@ impl Rendezvous {
     /// When [`Rendezvous::handle_timeout`] should run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let intro = self.pending.values().map(|p| p.next).min();
-        let expiry = self.peers.values().map(|r| r.expires).min();
+        // The soonest entry may be of a registration refreshed since: the wake is then
+        // early, and moves that entry back.
+        let expiry = self.expiries.peek().map(|Reverse((at, _))| *at);
         match (intro, expiry) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
