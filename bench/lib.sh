@@ -73,6 +73,8 @@ stop() {
 }
 
 # wait_for FILE PATTERN SECS: until FILE holds PATTERN (a process said it is ready).
+# Empty FILE before starting the process: a background job opens its redirections after
+# the fork, so a FILE left from an earlier run could answer first.
 wait_for() {
   local f=$1 pat=$2 secs=$3 i
   for ((i = 0; i < secs * 100; i++)); do
@@ -105,6 +107,7 @@ table ip benchfwd {
 }
 NFT
   LAB_SERVER_CMD="$BIN/punch server --listen $SRV_IP:3478 --relay-rate 100000 --register-rate 0 --connect-rate 0 --stun-rate 0 --data-dir $dir/labsrv"
+  : >"$dir/labsrv.log"
   ip netns exec "$LAB_P-srv" $LAB_SERVER_CMD >"$dir/labsrv.log" 2>&1 &
   LAB_SRV=$!
   wait_for "$dir/labsrv.log" "(TCP main)" 10 || { cat "$dir/labsrv.log" >&2; die "lab server did not start"; }
@@ -118,3 +121,13 @@ lab_down() {
 
 # inns NODE CMD...: run CMD in the lab's namespace NODE (a, b, srv, ...).
 inns() { local n=$1; shift; ip netns exec "$LAB_P-$n" "$@"; }
+
+# first_error FILE: the error line of a failed run's stderr (not its backtrace), as JSON.
+first_error() {
+  python3 - "$1" <<'PY'
+import json, sys
+lines = [l.strip() for l in open(sys.argv[1], errors="replace")]
+err = next((l for l in lines if l.startswith("Error")), None) or next((l for l in reversed(lines) if l), "")
+print(json.dumps(err[:300]))
+PY
+}

@@ -105,6 +105,8 @@ fn stun_and_register_counts_add_up() {
         "64",
         "--prefix",
         "smoke",
+        "--max-seconds",
+        "20",
     ]);
     let r = &reg["register"];
     assert_eq!(n(r, "registered"), 300, "{reg}");
@@ -127,6 +129,8 @@ fn stun_and_register_counts_add_up() {
         "--seed",
         "2",
         "--no-refresh",
+        "--max-seconds",
+        "20",
     ]);
     assert_eq!(n(&again["register"], "registered"), 0, "{again}");
     assert_eq!(n(&again["register"], "refused"), 50, "{again}");
