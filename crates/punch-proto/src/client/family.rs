@@ -1,6 +1,6 @@
-//! Both address families in the client session: the server's address in the family we
-//! do not register over, our public address there, and which of a peer's candidates can
-//! work from here.
+//! Both address families in the client session: our registration with the server's
+//! address in the other family, our public address there, and which of a peer's
+//! candidates can work from here.
 //!
 //! A client registers with the server address Happy Eyeballs chose
 //! ([`super::Config::server`]): that registration is the one its requests, introductions
@@ -30,9 +30,9 @@ use crate::agent::CandidateKind;
 use crate::wire::{Frame, PeerInfo, MAX_PRIVATE_ADDRS};
 
 impl Session {
-    /// A datagram from the server's address in the other family: maybe our public address
-    /// there, which then goes into our registration at once (peers introduced from now on
-    /// get it as a candidate).
+    /// A datagram from the server's address in the other family: the answers to our
+    /// registration there. A new public address there goes into both registrations at once
+    /// (peers introduced from now on get it as a candidate).
     pub(super) fn on_other_family(&mut self, now: Instant, data: &[u8]) {
         let Some(o) = self.other.as_mut() else {
             return;
