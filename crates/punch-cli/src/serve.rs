@@ -75,6 +75,10 @@ pub struct ServerArgs {
     /// hundred bytes); when full, a new registration is refused as busy.
     #[arg(long, default_value_t = punch::punch_proto::rendezvous::DEFAULT_MAX_PEERS, value_name = "N")]
     pub max_peers: usize,
+    /// Seconds a registration lives without a refresh (clients refresh every 25 s by
+    /// default; keep it a few refreshes longer). 30 to 3600.
+    #[arg(long, default_value_t = punch::punch_proto::rendezvous::DEFAULT_REGISTRATION_TTL.as_secs(), value_name = "SECS")]
+    pub registration_ttl: u64,
     /// Registrations per second allowed from one IP address (bursts of twice that); more
     /// are dropped unanswered. 0: no limit.
     #[arg(long, default_value_t = ratelimit::DEFAULT_REGISTER.per_second, value_name = "PER_SEC")]
@@ -253,6 +257,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
         name_expiry_days,
         max_names,
         max_peers,
+        registration_ttl,
         register_rate,
         connect_rate,
         stun_rate,
@@ -267,6 +272,10 @@ async fn serve(args: ServerArgs) -> Result<()> {
     );
     anyhow::ensure!(max_names >= 1, "--max-names must be at least 1");
     anyhow::ensure!(max_peers >= 1, "--max-peers must be at least 1");
+    anyhow::ensure!(
+        (30..=3600).contains(&registration_ttl),
+        "--registration-ttl must be 30 to 3600 seconds, got {registration_ttl}"
+    );
     anyhow::ensure!(
         relay_rate.is_finite() && relay_rate > 0.0,
         "--relay-rate must be a positive number of Mbit/s, got {relay_rate}"
@@ -312,6 +321,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
             register_limit,
             connect_limit,
             max_peers,
+            registration_ttl: std::time::Duration::from_secs(registration_ttl),
             ..RendezvousConfig::default()
         },
         stun_limit,
