@@ -409,7 +409,11 @@ impl Gen<'_> {
                         let source = SocketAddr::from((src, self.ports[s]));
                         let c = &mut self.clients[i];
                         match (frame, c.state) {
-                            (Frame::Challenge { txn, nonce }, State::First) if txn == txn_of(i) => {
+                            // A first request's challenge, or a refresh's whose nonce has
+                            // aged out (real clients sign again, so the generator does too).
+                            (Frame::Challenge { txn, nonce }, State::First | State::Signed)
+                                if txn == txn_of(i) && nonce != c.nonce =>
+                            {
                                 c.nonce = nonce;
                                 c.state = State::Signed;
                                 if self.send(i, true, txn)? {
