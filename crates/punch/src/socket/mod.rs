@@ -87,6 +87,9 @@ struct Io {
     default_hops: u32,
 }
 
+/// Receive and send buffer asked for on the client's socket.
+const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
 /// Hop limit assumed when the kernel does not say (Linux's default for both families).
 const DEFAULT_HOPS: u32 = 64;
 
@@ -96,6 +99,14 @@ impl Io {
         let ipv6 = std.local_addr()?.is_ipv6();
         let udp = tokio::net::UdpSocket::from_std(std)?;
         let state = UdpSocketState::new((&udp).into())?;
+        // Room for a burst of a bulk transfer while the receive loop is descheduled (the
+        // kernel caps it at net.core.rmem_max / wmem_max); failing is not fatal.
+        if let Err(e) = state.set_recv_buffer_size((&udp).into(), SOCKET_BUFFER) {
+            debug!(error = %e, "cannot enlarge the receive buffer");
+        }
+        if let Err(e) = state.set_send_buffer_size((&udp).into(), SOCKET_BUFFER) {
+            debug!(error = %e, "cannot enlarge the send buffer");
+        }
         let sock = socket2::SockRef::from(&udp);
         let default_ttl = sock.ttl().unwrap_or(DEFAULT_HOPS);
         let default_hops = if ipv6 {
