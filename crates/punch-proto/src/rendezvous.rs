@@ -214,6 +214,14 @@ pub struct Rendezvous {
     relaying: usize,
     /// Introduction-to-ready times not yet taken by [`Rendezvous::poll_ready_time`].
     ready_times: VecDeque<Duration>,
+    /// No registration, connect record or session expires before this (a lower bound:
+    /// refreshes only move expiries later); `None`: nothing to expire. The sweep over
+    /// every table runs only once it has passed, not on every timer call, which would
+    /// make each frame cost time in proportion to the registered peers.
+    next_expiry: Option<Instant>,
+    /// The same bound for the registrations alone: what [`Rendezvous::poll_timeout`]
+    /// reports (the other tables are swept when a timer runs anyway).
+    next_peer_expiry: Option<Instant>,
 }
 
 impl Rendezvous {
@@ -232,6 +240,8 @@ impl Rendezvous {
             connect_limiter: Limiter::new(cfg.connect_limit),
             relaying: 0,
             ready_times: VecDeque::new(),
+            next_expiry: None,
+            next_peer_expiry: None,
             cfg,
         }
     }
@@ -524,6 +534,8 @@ impl Rendezvous {
                 );
             }
         }
+        self.expires_at(expires);
+        self.next_peer_expiry = Some(self.next_peer_expiry.map_or(expires, |t| t.min(expires)));
         self.stats.registrations += 1;
         let expires_secs = u32::try_from(self.cfg.registration_ttl.as_secs()).unwrap_or(u32::MAX);
         let nonce = self.gate.next_nonce(now, from);
@@ -662,6 +674,7 @@ impl Rendezvous {
         if replaced.is_some_and(|r| r.relaying) {
             self.relaying -= 1;
         }
+        self.expires_at((now + SESSION_TTL).min(now + CONNECT_DEDUP_TTL));
         self.connects.insert(
             (from, txn),
             ConnectRecord {
@@ -673,7 +686,16 @@ impl Rendezvous {
         );
     }
 
+    /// Something in the tables expires at `at`.
+    fn expires_at(&mut self, at: Instant) {
+        self.next_expiry = Some(self.next_expiry.map_or(at, |t| t.min(at)));
+    }
+
     fn expire(&mut self, now: Instant) {
+        match self.next_expiry {
+            Some(t) if t <= now => {}
+            _ => return,
+        }
         let before = self.peers.len();
         self.peers.retain(|_, r| r.expires > now);
         let peers = &self.peers;
@@ -690,6 +712,18 @@ impl Rendezvous {
             keep
         });
         self.relaying -= ended_relays;
+        self.next_peer_expiry = self.peers.values().map(|r| r.expires).min();
+        let others = self
+            .peers
+            .values()
+            .filter_map(|r| r.other.map(|(_, until)| until));
+        let connects = self.connects.values().map(|c| c.expires);
+        let sessions = self.sessions.values().map(|r| r.expires);
+        self.next_expiry = others
+            .chain(connects)
+            .chain(sessions)
+            .chain(self.next_peer_expiry)
+            .min();
     }
 
     /// Advance timers: retransmit introductions, expire registrations.
@@ -716,8 +750,7 @@ impl Rendezvous {
     /// When [`Rendezvous::handle_timeout`] should run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let intro = self.pending.values().map(|p| p.next).min();
-        let expiry = self.peers.values().map(|r| r.expires).min();
-        match (intro, expiry) {
+        match (intro, self.next_peer_expiry) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
