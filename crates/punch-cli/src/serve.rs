@@ -91,6 +91,19 @@ pub struct ServerArgs {
     /// twice that). 0: no limit.
     #[arg(long, default_value_t = ratelimit::DEFAULT_STUN.per_second, value_name = "PER_SEC")]
     pub stun_rate: f64,
+    /// UDP sockets on each listen address, each with its own receive task, so a busy
+    /// server uses more than one core for STUN, relaying and receiving: the kernel
+    /// (SO_REUSEPORT) spreads clients over them by address and port. 0: one per CPU the
+    /// server may run on (taskset and cgroup limits count).
+    ///
+    /// Caveat: a dual-stack client registers over IPv4 and IPv6 at once, and with several
+    /// sockets the two may reach the registry in either order; the first becomes the
+    /// address introductions go to. Clients that took the other family then miss
+    /// introductions, so keep 1 where clients register over both families.
+    ///
+    /// Example: --workers 0 on a busy IPv4-only STUN and relay server.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=256))]
+    pub workers: u16,
     /// Serve Prometheus metrics over HTTP on ADDR: requests by kind, live registrations,
     /// introductions and their time to ready, errors by code, relay sessions, bytes and
     /// drops, rate-limit rejections (all named punch_server_*; the README lists them).
@@ -261,6 +274,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
         register_rate,
         connect_rate,
         stun_rate,
+        workers,
         metrics,
     } = args;
     let register_limit = limit("register-rate", register_rate)?;
@@ -325,8 +339,9 @@ async fn serve(args: ServerArgs) -> Result<()> {
             ..RendezvousConfig::default()
         },
         stun_limit,
+        workers: usize::from(workers),
     };
-    let sockets = punch::server::ServerSockets::bind_groups(&groups, alt_port)
+    let sockets = punch::server::ServerSockets::bind_workers(&groups, alt_port, cfg.workers)
         .await
         .with_context(|| format!("cannot listen on {listen:?}"))?;
     let addrs: Vec<String> = sockets.all_addrs().iter().map(|a| a.to_string()).collect();

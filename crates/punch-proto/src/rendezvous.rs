@@ -443,17 +443,36 @@ impl Rendezvous {
         }
     }
 
+    /// `a` and `b` are the same peer: one address, or its two families' addresses.
+    fn same_peer(&self, a: SocketAddr, b: SocketAddr) -> bool {
+        a == b
+            || matches!(
+                (self.by_addr.get(&a), self.by_addr.get(&b)),
+                (Some(x), Some(y)) if x == y
+            )
+    }
+
     fn introduce_ack(&mut self, now: Instant, from: SocketAddr, session: u64) {
-        if self.pending.get(&session).is_some_and(|p| p.to == from) {
+        // A dual-stack peer may answer from its other family's address.
+        if (self.pending.get(&session)).is_some_and(|p| self.same_peer(p.to, from)) {
             self.pending.remove(&session);
         }
+        let Some((requester, target)) =
+            self.sessions.get(&session).map(|r| (r.requester, r.target))
+        else {
+            return;
+        };
+        let (is_requester, is_target) = (
+            self.same_peer(requester, from),
+            self.same_peer(target, from),
+        );
         let Some(rec) = self.sessions.get_mut(&session) else {
             return;
         };
         let was_ready = rec.requester_ready && rec.target_ready;
-        if rec.requester == from {
+        if is_requester {
             rec.requester_ready = true;
-        } else if rec.target == from {
+        } else if is_target {
             rec.target_ready = true;
         } else {
             return;

@@ -1,5 +1,6 @@
 //! The responder never panics, whatever bytes arrive on whichever socket, and whatever it
-//! answers is a well-formed STUN response to the same transaction.
+//! answers is a well-formed STUN response to the same transaction, encoded exactly as
+//! [`Message::encode`] would; answering into a used buffer gives the same answer.
 
 use std::net::SocketAddr;
 
@@ -21,9 +22,26 @@ fn responders() -> [StunResponder; 2] {
 fn check(bytes: &[u8], on: usize, from: SocketAddr) {
     let on = SocketId::ALL[on];
     for r in responders() {
-        if let Some(reply) = r.respond(on, from, bytes) {
+        let mut reused = vec![0xAB; 700];
+        let into = r.respond_into(on, from, bytes, &mut reused);
+        let reply = r.respond(on, from, bytes);
+        assert_eq!(
+            into,
+            reply.as_ref().map(|r| (r.socket, r.dest)),
+            "respond_into and respond agree"
+        );
+        match &reply {
+            Some(reply) => assert_eq!(reused, reply.payload),
+            None => assert!(reused.is_empty(), "nothing left to send"),
+        }
+        if let Some(reply) = reply {
             let req = Message::decode(bytes).expect("answered only decodable requests");
             let resp = Message::decode(&reply.payload).expect("answer decodes");
+            assert_eq!(
+                resp.encode().unwrap(),
+                reply.payload,
+                "the codec's own encoding"
+            );
             assert_eq!(resp.transaction_id, req.transaction_id);
             assert!(matches!(
                 resp.class,

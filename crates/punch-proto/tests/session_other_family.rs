@@ -170,3 +170,31 @@ fn a_peer_of_another_family_stays_on_the_relay_and_we_hear_why() {
     });
     assert!(relayed, "the relay carries bob: {events:?}");
 }
+
+#[test]
+fn the_server_may_introduce_us_over_the_other_family() {
+    let t0 = Instant::now();
+    let (mut s, _) = registered(Some(a(SERVER6)), t0);
+    let peer = PeerInfo {
+        name: "bob".into(),
+        key: SigningKey::from_seed(&[8; 32]).public_key(),
+        public: a("198.51.100.6:50000"),
+        private: vec![],
+    };
+    let intro = Frame::Introduce {
+        txn: 0,
+        session: 78,
+        initiator: false,
+        peer,
+    };
+    s.handle_datagram(t0, a(SERVER6), &intro.encode().unwrap());
+    let events: Vec<Event> = std::iter::from_fn(|| s.poll_event()).collect();
+    assert!(
+        events.iter().any(|e| matches!(e, Event::PeerAdded { .. })),
+        "an introduction over the other family is taken: {events:?}"
+    );
+    let acked = frames_to(&sent(&mut s), a(SERVER))
+        .iter()
+        .any(|f| matches!(f, Frame::IntroduceAck { session: 78 }));
+    assert!(acked, "and acknowledged");
+}

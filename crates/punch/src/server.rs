@@ -17,10 +17,19 @@
 //! taken on each group's primary socket only; STUN and `<Hi!>` on every socket.
 //! Malformed datagrams are counted and logged at debug level, never answered and never a
 //! panic.
+//!
+//! The hot paths stay in each socket's receive task: one batched receive (recvmmsg),
+//! then relayed datagrams forwarded and STUN and `<Hi!>` answered right there (answers
+//! encoded into buffers kept across batches, the shared rate limiter locked once per
+//! batch, all answers sent with one sendmmsg, see `send.rs`). Only rendezvous frames
+//! cross a channel to the server loop, which owns the registry's timers. With
+//! [`ServerConfig::workers`] above 1 a primary address has several sockets
+//! (`SO_REUSEPORT`), each with its own receive task, all sharing the registry.
 
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,9 +43,13 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
+
+use send::{Answers, Out, Outs, Train};
 
 use crate::telemetry::server::{UdpMetrics, UdpRequest, PUBLISH_INTERVAL};
+
+mod send;
 
 /// Datagrams queued from the receive tasks to the server loop before new ones are dropped.
 const INBOX: usize = 4096;
@@ -52,6 +65,12 @@ pub struct ServerConfig {
     pub alt_port: Option<u16>,
     /// STUN requests and `<Hi!>` checks per source address (over it: dropped unanswered).
     pub stun_limit: RateLimit,
+    /// Sockets on each primary address, bound with `SO_REUSEPORT` so the kernel spreads
+    /// clients over them (one receive task each); 0: one per available core. Default 1:
+    /// a dual-stack client's two registrations then reach the registry in the order they
+    /// arrived, and the registry keeps the first as the peer's record (see
+    /// `punch_proto::client` family handling); with several sockets they race.
+    pub workers: usize,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +80,7 @@ impl Default for ServerConfig {
             alt_ip: None,
             alt_port: None,
             stun_limit: ratelimit::DEFAULT_STUN,
+            workers: 1,
         }
     }
 }
@@ -100,15 +120,31 @@ impl ServerSockets {
     /// Bind `listen`, and with `cfg.alt_ip` the other three sockets of RFC 5780 §6.1.
     /// `[::]` is bound dual-stack.
     pub async fn bind(listen: SocketAddr, cfg: &ServerConfig) -> io::Result<ServerSockets> {
-        Self::bind_groups(&[(listen, cfg.alt_ip)], cfg.alt_port).await
+        Self::bind_workers(&[(listen, cfg.alt_ip)], cfg.alt_port, cfg.workers).await
     }
 
     /// Bind one group per `(listen, alternate IP)` (see the module doc); `alt_port` as
-    /// for [`ServerConfig::alt_port`], the same in every group.
+    /// for [`ServerConfig::alt_port`], the same in every group. One socket per primary
+    /// address.
     pub async fn bind_groups(
         groups: &[(SocketAddr, Option<IpAddr>)],
         alt_port: Option<u16>,
     ) -> io::Result<ServerSockets> {
+        Self::bind_workers(groups, alt_port, 1).await
+    }
+
+    /// [`ServerSockets::bind_groups`] with `workers` sockets on each primary address (see
+    /// [`ServerConfig::workers`]; 0: one per available core).
+    pub async fn bind_workers(
+        groups: &[(SocketAddr, Option<IpAddr>)],
+        alt_port: Option<u16>,
+        workers: usize,
+    ) -> io::Result<ServerSockets> {
+        let workers = match workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+        .min(MAX_WORKERS);
         if groups.is_empty() || groups.len() > MAX_GROUPS {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -117,7 +153,7 @@ impl ServerSockets {
         }
         let mut out = Vec::new();
         for &(listen, alt_ip) in groups {
-            out.push(Group::bind(listen, alt_ip, alt_port).await?);
+            out.push(Group::bind(listen, alt_ip, alt_port, workers).await?);
         }
         Ok(ServerSockets { groups: out })
     }
@@ -151,14 +187,49 @@ impl ServerSockets {
 /// Most listen addresses (one per family, and a spare).
 pub const MAX_GROUPS: usize = 4;
 
+/// Most sockets (and receive tasks) on one primary address.
+pub const MAX_WORKERS: usize = 256;
+
+/// `workers` sockets on `listen`: one plain socket when `workers` is 1, else sockets
+/// sharing the address through `SO_REUSEPORT` (the kernel hashes each client's address
+/// and port to one of them, so a client's datagrams all reach the same socket). The
+/// address is first bound without `SO_REUSEPORT`, so a port another server holds is
+/// refused as in use rather than shared with it.
+fn bind_primary(listen: SocketAddr, workers: usize) -> io::Result<Vec<UdpSocket>> {
+    let first = crate::socket::family::bind_udp_or_ipv4(listen)?;
+    if workers <= 1 {
+        return Ok(vec![UdpSocket::from_std(first)?]);
+    }
+    // The port chosen (for port 0) and the family bound (an IPv4 fallback for `[::]`).
+    let addr = first.local_addr()?;
+    drop(first);
+    (0..workers)
+        .map(|_| {
+            let s = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::DGRAM,
+                Some(socket2::Protocol::UDP),
+            )?;
+            if crate::socket::family::is_dual_stack_any(addr) {
+                s.set_only_v6(false)?;
+            }
+            s.set_reuse_port(true)?;
+            s.bind(&addr.into())?;
+            s.set_nonblocking(true)?;
+            UdpSocket::from_std(s.into())
+        })
+        .collect()
+}
+
 impl Group {
     async fn bind(
         listen: SocketAddr,
         alt_ip: Option<IpAddr>,
         alt_port: Option<u16>,
+        workers: usize,
     ) -> io::Result<Group> {
-        let primary = bind_udp(listen)?;
-        let primary_addr = primary.local_addr()?;
+        let primaries = bind_primary(listen, workers)?;
+        let primary_addr = primaries[0].local_addr()?;
         let alt_port = match (alt_ip, alt_port) {
             (_, Some(p)) => Some(p),
             (Some(_), None) => Some(primary_addr.port().checked_add(1).ok_or_else(|| {
@@ -174,7 +245,10 @@ impl Group {
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
             None => ServerAddrs::single(primary_addr),
         };
-        let mut sockets = vec![(SocketId::PRIMARY, primary)];
+        let mut sockets: Vec<_> = primaries
+            .into_iter()
+            .map(|s| (SocketId::PRIMARY, s))
+            .collect();
         for (id, addr) in addrs.sockets() {
             if id != SocketId::PRIMARY {
                 let s = bind_udp(addr)
@@ -189,74 +263,79 @@ impl Group {
 /// The `<Hi!>` liveness answer for `data`, if it is one (a netcat user's trailing newline
 /// is answered with one).
 pub fn answer_hi(data: &[u8]) -> Option<Vec<u8>> {
+    let mut answer = Vec::new();
+    is_hi(data).then(|| {
+        answer_hi_into(data, &mut answer);
+        answer
+    })
+}
+
+/// `<Hi!>`, with or without a trailing newline (`\n` or `\r\n`).
+fn is_hi(data: &[u8]) -> bool {
     let trimmed = data.strip_suffix(b"\n").unwrap_or(data);
     let trimmed = trimmed.strip_suffix(b"\r").unwrap_or(trimmed);
-    if trimmed != HI_REQUEST {
-        return None;
-    }
-    let mut answer = HI_RESPONSE.to_vec();
-    if trimmed.len() != data.len() {
-        answer.push(b'\n');
-    }
-    Some(answer)
+    trimmed == HI_REQUEST
 }
 
-/// One socket the server sends from, and which destinations it can reach.
-struct Out {
-    group: usize,
-    id: SocketId,
-    socket: Arc<UdpSocket>,
-    /// quinn-udp's view of it (GSO sends of relayed trains).
-    state: quinn::udp::UdpSocketState,
-    /// An IPv6 socket: IPv4 destinations need the mapped form, and only a dual-stack
-    /// one (bound to `[::]`) reaches them.
-    ipv6: bool,
-    dual: bool,
-}
-
-impl Out {
-    fn reaches(&self, to: SocketAddr) -> bool {
-        match (to.is_ipv4(), self.ipv6) {
-            (true, false) | (false, true) => true,
-            (true, true) => self.dual,
-            (false, false) => false,
-        }
+/// Write the answer to `data`, a `<Hi!>` check ([`is_hi`]), into `out`.
+fn answer_hi_into(data: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(HI_RESPONSE);
+    if data.last() == Some(&b'\n') {
+        out.push(b'\n');
     }
 }
 
-/// Every socket of every group.
-struct Outs(Vec<Out>);
-
-impl Outs {
-    fn get(&self, group: usize, id: SocketId) -> Option<&Out> {
-        self.0.iter().find(|o| o.group == group && o.id == id)
-    }
-
-    /// The socket a datagram to `to` leaves from: `(group, id)` if it reaches `to`, else
-    /// the first primary socket that does (a peer of the other family).
-    fn toward(&self, group: usize, id: SocketId, to: SocketAddr) -> Option<&Out> {
-        self.get(group, id).filter(|o| o.reaches(to)).or_else(|| {
-            self.0
-                .iter()
-                .find(|o| o.id == SocketId::PRIMARY && o.reaches(to))
-        })
-    }
-
-    /// Send `bytes` to `to` from `(group, id)`, or the socket that reaches it.
-    fn send(&self, group: usize, id: SocketId, to: SocketAddr, bytes: &[u8]) {
-        let Some(out) = self.toward(group, id, to) else {
-            debug!(%to, "no socket reaches that address family");
-            return;
-        };
-        let dest = crate::socket::family::for_socket(to, out.ipv6);
-        if let Err(e) = crate::socket::raw_send(&out.socket, bytes, dest) {
-            debug!(%to, error = %e, "send failed");
-        }
-    }
-}
-
-/// A datagram from a receive task: group, socket, (canonical) source, bytes.
+/// A datagram from a receive task for the server loop (a rendezvous frame): group,
+/// socket, (canonical) source, bytes.
 type Inbound = (usize, SocketId, SocketAddr, Vec<u8>);
+
+/// [`IoStats`] shared by the receive tasks and the server loop.
+#[derive(Default)]
+struct SharedStats {
+    stun_answered: AtomicU64,
+    hi_answered: AtomicU64,
+    malformed: AtomicU64,
+    stun_limited: AtomicU64,
+}
+
+impl SharedStats {
+    fn add(counter: &AtomicU64, n: u64) {
+        if n > 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    fn snapshot(&self) -> IoStats {
+        IoStats {
+            stun_answered: self.stun_answered.load(Ordering::Relaxed),
+            hi_answered: self.hi_answered.load(Ordering::Relaxed),
+            malformed: self.malformed.load(Ordering::Relaxed),
+            stun_limited: self.stun_limited.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What every receive task shares.
+struct Shared {
+    outs: Arc<Outs>,
+    registry: Arc<Mutex<Rendezvous>>,
+    /// One STUN responder per group.
+    responders: Vec<StunResponder>,
+    /// The per-source limit of STUN requests and `<Hi!>` checks, over every socket.
+    stun_limiter: Mutex<Limiter>,
+    stats: SharedStats,
+    tx: mpsc::Sender<Inbound>,
+    counters: Counters,
+}
+
+/// Metric handles the receive tasks count into directly (once per batch).
+struct Counters {
+    relay: metrics::Counter,
+    stun: metrics::Counter,
+    hi: metrics::Counter,
+    inbox_full: metrics::Counter,
+}
 
 /// Serve on `sockets` until `shutdown` completes.
 pub async fn run(
@@ -266,7 +345,13 @@ pub async fn run(
 ) -> io::Result<()> {
     let ServerSockets { groups } = sockets;
     let all: Vec<_> = groups.iter().map(|g| g.addrs.sockets()).collect();
-    info!(addresses = ?all, "rendezvous server listening (UDP: STUN binding, <Hi!>, punch registry)");
+    let workers = groups.first().map_or(0, |g| {
+        g.sockets
+            .iter()
+            .filter(|(id, _)| *id == SocketId::PRIMARY)
+            .count()
+    });
+    info!(addresses = ?all, workers, "rendezvous server listening (UDP: STUN binding, <Hi!>, punch registry)");
     if !groups.iter().any(|g| g.addrs.supports_behavior_discovery()) {
         info!("full NAT behaviour discovery (RFC 5780) needs a second address: start with --alt-addr IP");
     }
@@ -278,8 +363,6 @@ pub async fn run(
         cfg.rendezvous,
         rand::rng().random(),
     )));
-    let mut stats = IoStats::default();
-    let mut stun_limiter = Limiter::new(cfg.stun_limit);
     let metrics = UdpMetrics::new();
     let mut publish = tokio::time::interval(PUBLISH_INTERVAL);
     publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -301,18 +384,24 @@ pub async fn run(
     }
     let outs = Arc::new(Outs(outs));
     let (tx, mut inbox) = mpsc::channel::<Inbound>(INBOX);
+    let shared = Arc::new(Shared {
+        outs: outs.clone(),
+        registry: registry.clone(),
+        responders,
+        stun_limiter: Mutex::new(Limiter::new(cfg.stun_limit)),
+        stats: SharedStats::default(),
+        tx,
+        counters: Counters {
+            relay: metrics.request_counter(UdpRequest::Relay),
+            stun: metrics.request_counter(UdpRequest::Stun),
+            hi: metrics.request_counter(UdpRequest::Hi),
+            inbox_full: metrics.inbox_full(),
+        },
+    });
     let mut tasks = Vec::new();
     for i in 0..outs.0.len() {
-        let counters = (metrics.relay_requests(), metrics.inbox_full());
-        tasks.push(AbortOnDrop(tokio::spawn(recv_task(
-            outs.clone(),
-            i,
-            tx.clone(),
-            registry.clone(),
-            counters,
-        ))));
+        tasks.push(AbortOnDrop(tokio::spawn(recv_task(shared.clone(), i))));
     }
-    drop(tx);
 
     tokio::pin!(shutdown);
     loop {
@@ -322,64 +411,38 @@ pub async fn run(
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             _ = &mut shutdown => {
+                let stats = shared.stats.snapshot();
                 info!(?stats, registry = ?lock(&registry).stats(), "server stopping");
                 return Ok(());
             }
             got = inbox.recv() => {
-                let Some((group, on, from, data)) = got else {
-                    warn!("every receive task ended");
+                // Never None: `shared` keeps a sender.
+                let Some((_group, _on, from, data)) = got else {
                     return Ok(());
                 };
-                let hi = answer_hi(&data);
-                let answerable = hi.is_some() || stun::looks_like_stun(&data);
-                if answerable {
-                    let kind = if hi.is_some() { UdpRequest::Hi } else { UdpRequest::Stun };
-                    metrics.requests(kind, 1);
-                }
-                if answerable && !stun_limiter.allow(Instant::now().into_std(), from.ip()) {
-                    stats.stun_limited += 1;
-                } else if let Some(answer) = hi {
-                    stats.hi_answered += 1;
-                    outs.send(group, on, from, &answer);
-                } else if stun::looks_like_stun(&data) {
-                    match responders[group].respond(on, from, &data) {
-                        Some(reply) => {
-                            stats.stun_answered += 1;
-                            outs.send(group, reply.socket, reply.dest, &reply.payload);
-                        }
-                        None => {
-                            stats.malformed += 1;
-                            debug!(%from, "STUN message not answered");
-                        }
+                match Frame::decode(&data) {
+                    Ok(frame) => {
+                        debug!(%from, ?frame, "frame");
+                        metrics.requests(UdpRequest::of(&frame), 1);
+                        lock(&registry).handle_frame(Instant::now().into_std(), from, frame)
                     }
-                } else if on == SocketId::PRIMARY && wire::is_frame(&data) {
-                    match Frame::decode(&data) {
-                        Ok(frame) => {
-                            debug!(%from, ?frame, "frame");
-                            metrics.requests(UdpRequest::of(&frame), 1);
-                            lock(&registry).handle_frame(Instant::now().into_std(), from, frame)
-                        }
-                        Err(wire::WireError::Version(v)) => {
-                            debug!(%from, version = v, "frame of another wire version");
-                            metrics.requests(UdpRequest::OtherVersion, 1);
-                            let now = Instant::now().into_std();
-                            lock(&registry).handle_other_version(now, from, &data);
-                        }
-                        Err(e) => {
-                            stats.malformed += 1;
-                            debug!(%from, error = %e, "malformed frame");
-                        }
+                    Err(wire::WireError::Version(v)) => {
+                        debug!(%from, version = v, "frame of another wire version");
+                        metrics.requests(UdpRequest::OtherVersion, 1);
+                        let now = Instant::now().into_std();
+                        lock(&registry).handle_other_version(now, from, &data);
                     }
-                } else {
-                    stats.malformed += 1;
-                    debug!(%from, len = data.len(), "unrecognised datagram");
+                    Err(e) => {
+                        SharedStats::add(&shared.stats.malformed, 1);
+                        debug!(%from, error = %e, "malformed frame");
+                    }
                 }
             }
             _ = tokio::time::sleep_until(wake) => {}
             _ = publish.tick() => {
                 let reg = lock(&registry);
                 let (peers, relays) = (reg.peer_count(), reg.relay_session_count());
-                metrics.publish(&stats, reg.stats(), peers, relays);
+                metrics.publish(&shared.stats.snapshot(), reg.stats(), peers, relays);
             }
         }
         let mut reg = lock(&registry);
@@ -399,20 +462,27 @@ const RELAY_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 /// Receive buffers per batch, each large enough for a GRO-coalesced train of datagrams.
 const RECV_BUF: usize = 64 * 1024;
 
+/// What one receive batch counted, added to the shared counters once at its end.
+#[derive(Default)]
+struct BatchCounts {
+    relayed: u64,
+    stun: u64,
+    hi: u64,
+    stun_answered: u64,
+    hi_answered: u64,
+    limited: u64,
+    malformed: u64,
+}
+
 /// One socket's receive loop. Batched (recvmmsg with GRO, through quinn-udp: one system
-/// call for up to [`quinn::udp::BATCH_SIZE`] buffers), because the relay's cost is mostly
+/// call for up to [`quinn::udp::BATCH_SIZE`] buffers), because the server's cost is mostly
 /// system calls. Relayed datagrams are forwarded right here (one lock per batch, one GSO
-/// send per train of datagrams to the same peer); the rest go to the server loop.
-/// `counters`: relayed datagrams received (counted once per batch) and datagrams dropped
-/// for a full inbox.
-async fn recv_task(
-    outs: Arc<Outs>,
-    index: usize,
-    tx: mpsc::Sender<Inbound>,
-    registry: Arc<Mutex<Rendezvous>>,
-    counters: (metrics::Counter, metrics::Counter),
-) {
-    let (relay_requests, inbox_full) = counters;
+/// send per train of datagrams to the same peer); STUN requests and `<Hi!>` checks are
+/// answered here too (the rate limiter locked once per batch, the answers encoded into
+/// buffers kept across batches and sent with one sendmmsg); only rendezvous frames go to
+/// the server loop.
+async fn recv_task(shared: Arc<Shared>, index: usize) {
+    let outs = &*shared.outs;
     let me = &outs.0[index];
     let (group, id, state) = (me.group, me.id, &me.state);
     let socket: &UdpSocket = &me.socket;
@@ -429,6 +499,7 @@ async fn recv_task(
     let mut storage = vec![0u8; RECV_BUF * batch];
     let mut meta = vec![quinn::udp::RecvMeta::default(); batch];
     let mut train = Train::default();
+    let mut answers = Answers::new();
     loop {
         if let Err(e) = socket.readable().await {
             debug!(error = %e, "socket not readable");
@@ -450,112 +521,99 @@ async fn recv_task(
                 continue;
             }
         };
-        // One clock reading and at most one lock per batch.
+        // One clock reading and at most one lock of each kind per batch.
         let now = Instant::now().into_std();
         let mut reg = None;
-        let mut relayed = 0;
+        let mut limiter = None;
+        let mut counts = BatchCounts::default();
         for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
             let stride = m.stride.max(1);
             let from = crate::socket::family::canonical(m.addr);
             for data in buf[..m.len.min(buf.len())].chunks(stride) {
                 if id == SocketId::PRIMARY && data.first() == Some(&wire::RELAY_TAG) {
-                    let reg = reg.get_or_insert_with(|| lock(&registry));
-                    relayed += 1;
-                    if let Some(to) = relay_datagram(&outs, group, reg, now, from, data) {
+                    let reg = reg.get_or_insert_with(|| lock(&shared.registry));
+                    counts.relayed += 1;
+                    if let Some(to) = relay_datagram(outs, group, reg, now, from, data) {
                         if let Some(out) = outs.toward(group, id, to) {
                             train.push(out, to, data);
                         }
                     }
-                } else if tx.try_send((group, id, from, data.to_vec())).is_err() {
-                    inbox_full.increment(1);
-                    debug!(%from, "server inbox full; datagram dropped");
+                    continue;
+                }
+                let hi = is_hi(data);
+                if !hi && !stun::looks_like_stun(data) {
+                    if id == SocketId::PRIMARY && wire::is_frame(data) {
+                        if shared
+                            .tx
+                            .try_send((group, id, from, data.to_vec()))
+                            .is_err()
+                        {
+                            shared.counters.inbox_full.increment(1);
+                            debug!(%from, "server inbox full; datagram dropped");
+                        }
+                    } else {
+                        counts.malformed += 1;
+                        debug!(%from, len = data.len(), "unrecognised datagram");
+                    }
+                    continue;
+                }
+                if hi {
+                    counts.hi += 1;
+                } else {
+                    counts.stun += 1;
+                }
+                let limiter = limiter.get_or_insert_with(|| lock(&shared.stun_limiter));
+                if !limiter.allow(now, from.ip()) {
+                    counts.limited += 1;
+                    continue;
+                }
+                let buf = answers.next_buf();
+                if hi {
+                    answer_hi_into(data, buf);
+                    counts.hi_answered += 1;
+                    answers.queue(me, from);
+                    continue;
+                }
+                match shared.responders[group].respond_into(id, from, data, buf) {
+                    Some((socket, dest)) => {
+                        counts.stun_answered += 1;
+                        match outs.toward(group, socket, dest) {
+                            Some(out) => answers.queue(out, dest),
+                            None => debug!(to = %dest, "no socket reaches that address family"),
+                        }
+                    }
+                    None => {
+                        counts.malformed += 1;
+                        debug!(%from, "STUN message not answered");
+                    }
                 }
             }
         }
+        drop((reg, limiter));
+        if answers.len() > 0 {
+            answers.flush();
+        }
         train.flush();
-        if relayed > 0 {
-            relay_requests.increment(relayed);
-        }
+        counts.publish(&shared);
     }
 }
 
-/// Largest UDP payload of one GSO send: the IPv4 total length is 16 bits (20 bytes of IP
-/// header, 8 of UDP).
-const GSO_MAX_BYTES: usize = u16::MAX as usize - 28;
-
-/// Relayed datagrams that go on to the same peer back to back, collected to leave as one
-/// GSO train: one system call, one trip through the network stack, and the receiving
-/// peer reads them in one go (GRO). Runs may span the trains of one receive batch. GSO
-/// asks that every segment but the last has the first one's length.
-#[derive(Default)]
-struct Train<'a> {
-    /// The socket it leaves from (one that reaches `to`).
-    out: Option<&'a Out>,
-    to: Option<SocketAddr>,
-    /// Length of every segment but the last.
-    segment: usize,
-    count: usize,
-    /// The last datagram added was shorter than `segment`: nothing may follow it.
-    closed: bool,
-    bytes: Vec<u8>,
-}
-
-impl<'a> Train<'a> {
-    /// Forward `data` to `to` from `out`, with the datagrams before it if it can join them.
-    fn push(&mut self, out: &'a Out, to: SocketAddr, data: &[u8]) {
-        if !self.joins(to, data.len(), out.state.max_gso_segments()) {
-            self.flush();
+impl BatchCounts {
+    fn publish(&self, shared: &Shared) {
+        let (c, s) = (&shared.counters, &shared.stats);
+        for (counter, n) in [
+            (&c.relay, self.relayed),
+            (&c.stun, self.stun),
+            (&c.hi, self.hi),
+        ] {
+            if n > 0 {
+                counter.increment(n);
+            }
         }
-        self.out = Some(out);
-        self.append(to, data);
-    }
-
-    /// Whether a datagram of `len` bytes to `to` can join this train as its next segment.
-    fn joins(&self, to: SocketAddr, len: usize, max_segments: usize) -> bool {
-        self.to == Some(to)
-            && !self.closed
-            && len <= self.segment
-            && self.count < max_segments
-            && self.bytes.len() + len <= GSO_MAX_BYTES
-    }
-
-    /// Add a datagram that [`Train::joins`] this train, or start one (when empty).
-    fn append(&mut self, to: SocketAddr, data: &[u8]) {
-        if self.to.is_none() {
-            self.to = Some(to);
-            self.segment = data.len();
-        }
-        self.bytes.extend_from_slice(data);
-        self.count += 1;
-        self.closed = data.len() < self.segment;
-    }
-
-    /// Send what has been collected.
-    fn flush(&mut self) {
-        let (Some(to), Some(out)) = (self.to, self.out) else {
-            return;
-        };
-        let (socket, state) = (&*out.socket, &out.state);
-        let transmit = quinn::udp::Transmit {
-            destination: crate::socket::family::for_socket(to, out.ipv6),
-            ecn: None,
-            contents: &self.bytes,
-            segment_size: (self.count > 1).then_some(self.segment),
-            src_ip: None,
-        };
-        // Only WouldBlock is returned (quinn-udp logs the rest): a full send buffer loses
-        // the datagrams as a congested link would.
-        if let Err(e) = state.send(socket.into(), &transmit) {
-            debug!(%to, error = %e, "relay send failed");
-        }
-        self.clear();
-    }
-
-    fn clear(&mut self) {
-        self.to = None;
-        self.bytes.clear();
-        self.count = 0;
-        self.closed = false;
+        SharedStats::add(&s.stun_answered, self.stun_answered);
+        SharedStats::add(&s.hi_answered, self.hi_answered);
+        SharedStats::add(&s.stun_limited, self.limited);
+        SharedStats::add(&s.malformed, self.malformed);
     }
 }
 
@@ -618,6 +676,7 @@ impl Drop for ServerHandle {
 
 #[cfg(test)]
 mod tests {
+    use super::send::GSO_MAX_BYTES;
     use super::*;
 
     fn addr(port: u16) -> SocketAddr {

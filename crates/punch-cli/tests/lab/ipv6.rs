@@ -31,7 +31,9 @@ pub struct Run6 {
 /// (all must arrive, once, in order) and alice answers.
 pub fn run(test: &str, prefix: &str, a: &str, b: &str, relay: &str, extra: &[&str]) -> Run6 {
     let lab = Lab::pair(prefix, a, b);
-    let server = Proc::spawn("server", &lab.ns("srv"), &["server"]);
+    // Two SO_REUSEPORT workers: a client's two registrations (one per family) may then
+    // reach the registry in either order, so the record may point at either family.
+    let server = Proc::spawn("server", &lab.ns("srv"), &["server", "--workers", "2"]);
     let name = lab.get("SRV_NAME").to_string();
     let mut pair = Pair::with_server(&lab, &lab.ns("a"), &lab.ns("b"), relay, extra, server, name);
     let connected = pair.connected();

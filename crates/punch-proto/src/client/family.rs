@@ -30,22 +30,22 @@ use crate::agent::CandidateKind;
 use crate::wire::{Frame, PeerInfo, MAX_PRIVATE_ADDRS};
 
 impl Session {
-    /// A datagram from the server's address in the other family: the answers to our
-    /// registration there. A new public address there goes into both registrations at once
-    /// (peers introduced from now on get it as a candidate).
-    pub(super) fn on_other_family(&mut self, now: Instant, data: &[u8]) {
+    /// A frame from the server's address in the other family: true if it answered our
+    /// registration there (and was taken here). A new public address there goes into both
+    /// registrations at once (peers introduced from now on get it as a candidate). Other
+    /// frames are the server's as from its first address: the caller takes them.
+    pub(super) fn on_other_family(&mut self, now: Instant, frame: &Frame) -> bool {
         let Some(o) = self.other.as_mut() else {
-            return;
+            return false;
         };
-        let Ok(frame) = Frame::decode(data) else {
-            return;
-        };
-        match frame {
+        match *frame {
             // Signed again over this address's nonce (in the guard) and sent at once; the
             // same nonce twice waits for the next refresh (no loop with the server).
-            Frame::Challenge { txn, nonce } if txn == o.reg.txn && o.reg.set_nonce(nonce) => {
-                let (to, frame) = (o.server, o.reg.frame.clone());
-                self.send(to, frame);
+            Frame::Challenge { txn, nonce } if txn == o.reg.txn => {
+                if o.reg.set_nonce(nonce) {
+                    let (to, frame) = (o.server, o.reg.frame.clone());
+                    self.send(to, frame);
+                }
             }
             Frame::Registered {
                 txn,
@@ -63,9 +63,12 @@ impl Session {
                     self.reregister_now(now);
                 }
             }
+            Frame::Registered { txn, .. } if txn == o.reg.txn => {}
             // Refusals (the server's table full, say) are retried with the next refresh.
-            _ => {}
+            Frame::Error { txn, .. } if txn == o.reg.txn => {}
+            _ => return false,
         }
+        true
     }
 
     /// The registration over the other family says what the first says: signed again

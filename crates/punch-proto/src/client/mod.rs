@@ -465,13 +465,16 @@ impl Session {
         if self.closed || data == HI_RESPONSE {
             return;
         }
-        if self.other.as_ref().is_some_and(|o| o.server == from) {
-            return self.on_other_family(now, data);
-        }
         let Ok(frame) = Frame::decode(data) else {
             return;
         };
-        let from_server = from == self.cfg.server;
+        // The server may send over either family: its record of us points at whichever of
+        // our two registrations reached it first (see `family`).
+        let other_server = self.other.as_ref().is_some_and(|o| o.server == from);
+        if other_server && self.on_other_family(now, &frame) {
+            return;
+        }
+        let from_server = from == self.cfg.server || other_server;
         match frame {
             Frame::Registered {
                 txn,

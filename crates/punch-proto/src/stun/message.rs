@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use rand::Rng;
 
 use super::attribute::{Attribute, ErrorCode};
-use super::crc::fingerprint;
+use super::crc::fingerprint as fingerprint_crc;
 use super::{StunError, HEADER_LEN, MAGIC_COOKIE, MAX_ATTRIBUTES, SOFTWARE};
 
 /// Size of the FINGERPRINT attribute with its header (RFC 8489 §14.7).
@@ -279,46 +279,19 @@ impl Message {
     /// field, if there are more than [`MAX_ATTRIBUTES`], or for a [`Attribute::Raw`] of type
     /// FINGERPRINT: the output always decodes again with [`Message::decode`].
     pub fn encode(&self) -> Result<Vec<u8>, StunError> {
-        let count = self.attributes.len() + usize::from(self.fingerprint);
-        if count > MAX_ATTRIBUTES {
-            return Err(StunError::TooManyAttributes);
-        }
-        let body_len = self.body_len();
-        let length = u16::try_from(body_len)
-            .ok()
-            .filter(|_| body_len <= MAX_BODY_LEN)
-            .ok_or(StunError::MessageTooLong(body_len))?;
-
-        let mut out = Vec::with_capacity(HEADER_LEN + body_len);
-        out.extend_from_slice(&join_type(self.class, self.method).to_be_bytes());
-        out.extend_from_slice(&length.to_be_bytes());
-        out.extend_from_slice(self.transaction_id.as_bytes());
-        for attr in &self.attributes {
-            let typ = attr.typ();
-            if typ == Attribute::FINGERPRINT {
-                return Err(StunError::InvalidAttribute {
-                    typ,
-                    reason: "FINGERPRINT is set with Message::fingerprint, not as an attribute",
-                });
-            }
-            let value_len = attr.value_len();
-            // Cannot fail: the whole body fits 0xFFFC bytes, checked above.
-            let value_len16 =
-                u16::try_from(value_len).map_err(|_| StunError::MessageTooLong(value_len))?;
-            out.extend_from_slice(&typ.to_be_bytes());
-            out.extend_from_slice(&value_len16.to_be_bytes());
-            attr.write_value(&mut out, self.transaction_id.as_bytes());
-            out.resize(out.len() + padded(value_len) - value_len, 0);
-        }
-        if self.fingerprint {
-            // RFC 8489 §14.7: CRC-32 of the message up to the attribute, with the length
-            // field already counting the FINGERPRINT attribute (it does: `body_len`).
-            let crc = fingerprint(&out);
-            out.extend_from_slice(&Attribute::FINGERPRINT.to_be_bytes());
-            out.extend_from_slice(&4u16.to_be_bytes());
-            out.extend_from_slice(&crc.to_be_bytes());
-        }
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.encode_into(&mut out)?;
         Ok(out)
+    }
+
+    /// [`Message::encode`] into `out`, which is cleared first: a caller that keeps `out`
+    /// encodes without allocating. On error `out` holds no valid message.
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), StunError> {
+        let mut enc = Encoder::new(out, self.class, self.method, &self.transaction_id);
+        for attr in &self.attributes {
+            enc.attribute(attr)?;
+        }
+        enc.finish(self.fingerprint)
     }
 
     /// Decodes one STUN message that fills `buf` exactly (a whole UDP datagram).
@@ -371,7 +344,7 @@ impl Message {
                         reason: "length is not 4",
                     })?;
                 let received = u32::from_be_bytes(received);
-                let expected = fingerprint(&buf[..offset]);
+                let expected = fingerprint_crc(&buf[..offset]);
                 if received != expected {
                     return Err(StunError::FingerprintMismatch { expected, received });
                 }
@@ -383,6 +356,95 @@ impl Message {
             offset = next;
         }
         Ok(message)
+    }
+}
+
+/// Writes a message into a caller's buffer one attribute at a time, without building a
+/// [`Message`] (no attribute list, no owned values): the allocation-free path of the
+/// responder's answers. The length field and FINGERPRINT are written by
+/// [`Encoder::finish`], which also enforces [`Message::encode`]'s limits.
+pub(crate) struct Encoder<'a> {
+    out: &'a mut Vec<u8>,
+    key: [u8; 16],
+    count: usize,
+}
+
+impl<'a> Encoder<'a> {
+    /// Clears `out` and writes the header (length still 0).
+    pub(crate) fn new(
+        out: &'a mut Vec<u8>,
+        class: Class,
+        method: Method,
+        transaction_id: &TransactionId,
+    ) -> Self {
+        out.clear();
+        out.extend_from_slice(&join_type(class, method).to_be_bytes());
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(transaction_id.as_bytes());
+        Encoder {
+            out,
+            key: *transaction_id.as_bytes(),
+            count: 0,
+        }
+    }
+
+    /// Appends a typed attribute (never FINGERPRINT: that is [`Encoder::finish`]'s).
+    pub(crate) fn attribute(&mut self, attr: &Attribute) -> Result<(), StunError> {
+        let typ = attr.typ();
+        if typ == Attribute::FINGERPRINT {
+            return Err(StunError::InvalidAttribute {
+                typ,
+                reason: "FINGERPRINT is set with Message::fingerprint, not as an attribute",
+            });
+        }
+        let value_len = attr.value_len();
+        self.header(typ, value_len);
+        attr.write_value(self.out, &self.key);
+        self.pad(value_len);
+        Ok(())
+    }
+
+    /// Appends an attribute from its type and raw value.
+    pub(crate) fn raw(&mut self, typ: u16, value: &[u8]) {
+        self.header(typ, value.len());
+        self.out.extend_from_slice(value);
+        self.pad(value.len());
+    }
+
+    fn header(&mut self, typ: u16, value_len: usize) {
+        self.count += 1;
+        // An oversized value makes the whole body too long: `finish` refuses it.
+        let len16 = u16::try_from(value_len).unwrap_or(u16::MAX);
+        self.out.extend_from_slice(&typ.to_be_bytes());
+        self.out.extend_from_slice(&len16.to_be_bytes());
+    }
+
+    fn pad(&mut self, value_len: usize) {
+        self.out
+            .resize(self.out.len() + padded(value_len) - value_len, 0);
+    }
+
+    /// Checks the limits, writes the length field, and appends FINGERPRINT if asked.
+    pub(crate) fn finish(self, fingerprint: bool) -> Result<(), StunError> {
+        if self.count + usize::from(fingerprint) > MAX_ATTRIBUTES {
+            return Err(StunError::TooManyAttributes);
+        }
+        let body_len = self.out.len() - HEADER_LEN + if fingerprint { FINGERPRINT_LEN } else { 0 };
+        let length = u16::try_from(body_len)
+            .ok()
+            .filter(|_| body_len <= MAX_BODY_LEN)
+            .ok_or(StunError::MessageTooLong(body_len))?;
+        self.out[2..4].copy_from_slice(&length.to_be_bytes());
+        if fingerprint {
+            // RFC 8489 §14.7: CRC-32 of the message up to the attribute, with the length
+            // field already counting the FINGERPRINT attribute.
+            let crc = fingerprint_crc(self.out);
+            self.out
+                .extend_from_slice(&Attribute::FINGERPRINT.to_be_bytes());
+            self.out.extend_from_slice(&4u16.to_be_bytes());
+            self.out.extend_from_slice(&crc.to_be_bytes());
+        }
+        Ok(())
     }
 }
 

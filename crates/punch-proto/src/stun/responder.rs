@@ -46,6 +46,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use super::message::Encoder;
 use super::{Attribute, ChangeRequest, Class, ErrorCode, Message, Method};
 
 /// Comprehension-required attributes of RFC 8489 §9 (authentication) and §14 that a server
@@ -273,23 +274,43 @@ impl StunResponder {
     /// The answer to `request`, received on socket `on` from `from`, or `None` when the
     /// datagram deserves none (see the module doc). Never panics, whatever the bytes.
     pub fn respond(&self, on: SocketId, from: SocketAddr, request: &[u8]) -> Option<Reply> {
+        let mut payload = Vec::new();
+        let (socket, dest) = self.respond_into(on, from, request, &mut payload)?;
+        Some(Reply {
+            socket,
+            dest,
+            payload,
+        })
+    }
+
+    /// [`StunResponder::respond`] with the answer encoded into `out` (cleared first): the
+    /// socket to send it from and its destination, or `None` (then `out` holds nothing to
+    /// send). A plain Binding request is answered without allocating once `out` has grown.
+    pub fn respond_into(
+        &self,
+        on: SocketId,
+        from: SocketAddr,
+        request: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Option<(SocketId, SocketAddr)> {
+        out.clear();
         self.addrs.addr(on)?;
         let req = Message::decode(request).ok()?;
         if req.class != Class::Request || req.method != Method::BINDING {
             return None;
         }
-        let error = |code: u16, reason: &str, unknown: Option<Vec<u16>>| {
+        let mut error = |code: u16, reason: &str, unknown: Option<Vec<u16>>| {
             // Cannot fail: every code passed below is in 300..=699.
             let code = ErrorCode::new(code, reason).ok()?;
             let mut msg = Message::error_response(&req, code);
             if let Some(types) = unknown {
                 msg.attributes.push(Attribute::UnknownAttributes(types));
             }
-            Some(Reply {
-                socket: on,
-                dest: from,
-                payload: msg.encode().ok()?,
-            })
+            if msg.encode_into(out).is_err() {
+                out.clear();
+                return None;
+            }
+            Some((on, from))
         };
 
         // RFC 8489 §6.3.1: unknown comprehension-required attributes get 420.
@@ -315,10 +336,10 @@ impl StunResponder {
                 _ => None,
             })
             .unwrap_or_default();
-        let out = on.changed(change);
+        let out_socket = on.changed(change);
         let asks_change = change.change_ip || change.change_port;
         let refused = asks_change && !self.addrs.supports_behavior_discovery();
-        let origin = match self.addrs.addr(out) {
+        let origin = match self.addrs.addr(out_socket) {
             Some(origin) if !refused => origin,
             _ => {
                 return error(
@@ -353,48 +374,47 @@ impl StunResponder {
 
         let mapped = canonical(from);
         let known_origin = !origin.ip().is_unspecified();
-        let mut attributes = Vec::with_capacity(6);
-        if req.transaction_id.is_classic() {
+        let mut enc = Encoder::new(
+            out,
+            Class::SuccessResponse,
+            Method::BINDING,
+            &req.transaction_id,
+        );
+        let classic = req.transaction_id.is_classic();
+        if classic {
             // RFC 3489 §8.2, §11.2.
-            attributes.push(Attribute::MappedAddress(mapped));
+            enc.attribute(&Attribute::MappedAddress(mapped)).ok()?;
             if known_origin {
-                attributes.push(Attribute::SourceAddress(origin));
+                enc.attribute(&Attribute::SourceAddress(origin)).ok()?;
             }
             if let Some(other) = self.addrs.other_address(on) {
-                attributes.push(Attribute::ChangedAddress(other));
+                enc.attribute(&Attribute::ChangedAddress(other)).ok()?;
             }
         } else {
             // RFC 5780 §6.1.
-            attributes.push(Attribute::XorMappedAddress(mapped));
-            attributes.push(Attribute::MappedAddress(mapped));
+            enc.attribute(&Attribute::XorMappedAddress(mapped)).ok()?;
+            enc.attribute(&Attribute::MappedAddress(mapped)).ok()?;
             if known_origin {
-                attributes.push(Attribute::ResponseOrigin(origin));
+                enc.attribute(&Attribute::ResponseOrigin(origin)).ok()?;
             }
             if let Some(other) = self.addrs.other_address(on) {
-                attributes.push(Attribute::OtherAddress(other));
+                enc.attribute(&Attribute::OtherAddress(other)).ok()?;
             }
         }
         if let Some(len) = padding {
-            attributes.push(Attribute::Padding(len));
+            enc.attribute(&Attribute::Padding(len)).ok()?;
         }
         // RFC 3489 parsers (the classic `stun` client) require every attribute length to
         // be a multiple of 4 and reject the 5-byte "punch": classic answers go without.
-        if !req.transaction_id.is_classic() {
-            attributes.push(Attribute::Software(super::SOFTWARE.to_owned()));
+        if !classic {
+            enc.raw(Attribute::SOFTWARE, super::SOFTWARE.as_bytes());
         }
-        let response = Message {
-            class: Class::SuccessResponse,
-            method: Method::BINDING,
-            transaction_id: req.transaction_id,
-            attributes,
-            fingerprint: req.fingerprint,
-        };
-        Some(Reply {
-            socket: out,
-            dest,
-            // Fails only if the mirrored PADDING no longer fits the length field: no answer.
-            payload: response.encode().ok()?,
-        })
+        // Fails only if the mirrored PADDING no longer fits the length field: no answer.
+        if enc.finish(req.fingerprint).is_err() {
+            out.clear();
+            return None;
+        }
+        Some((out_socket, dest))
     }
 }
 

@@ -297,7 +297,12 @@ impl UdpMetrics {
 
     /// The counter of relayed datagrams received (for the receive task, which relays).
     pub fn relay_requests(&self) -> Counter {
-        self.requests[UdpRequest::Relay as usize].clone()
+        self.request_counter(UdpRequest::Relay)
+    }
+
+    /// The counter of requests of `kind` (for the receive tasks, which count per batch).
+    pub fn request_counter(&self, kind: UdpRequest) -> Counter {
+        self.requests[kind as usize].clone()
     }
 
     /// One pair's introduction-to-ready time
