@@ -44,7 +44,17 @@ fn the_server_serves_its_counts() {
         .parse()
         .expect("a socket address");
     let hi = "punch_server_requests_total{kind=\"hi\"}";
-    let before = scrape(addr).expect("a scrape");
+    // The endpoint answers as soon as it is bound; the server's counters appear once it
+    // runs: wait for them, then they must start at zero.
+    let end = Instant::now() + EVENT_TIMEOUT;
+    let before = loop {
+        let body = scrape(addr).expect("a scrape");
+        if value(&body, hi).is_some() {
+            break body;
+        }
+        assert!(Instant::now() < end, "the counters never appeared:\n{body}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(value(&before, hi), Some(0.0), "{before}");
     let probe = UdpSocket::bind("127.0.0.1:0").expect("bind");
     probe.send_to(b"<Hi!>", server.addr).expect("send");
