@@ -78,6 +78,28 @@ pub struct RegisterArgs {
     /// the counts then say how many made it.
     #[arg(long, default_value_t = 300.0)]
     pub max_seconds: f64,
+    /// The server's process id: each phase then reports the server's CPU time (user and
+    /// system, from /proc/PID/stat) over the phase and per client served, next to this
+    /// generator's own, so a generator-bound run shows as one.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+}
+
+/// CPU time (user + system) of process `pid` ("self": this one) so far, in seconds.
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after its ')' are plain.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let mut fields = rest.split(' ');
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|&h| h > 0)
+        .unwrap_or(100);
+    Some((utime + stime) as f64 / hz as f64)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +140,9 @@ struct Phase {
     hist: Option<Histogram>,
     /// `--max-seconds` passed before every client had started.
     cut_short: bool,
+    /// CPU seconds the server (with `--server-pid`) and this generator spent in the phase.
+    server_cpu: Option<f64>,
+    own_cpu: f64,
 }
 
 impl Phase {
@@ -129,6 +154,8 @@ impl Phase {
             "errors": self.errors, "wrong_address": self.wrong_address,
             "refusals": self.refusals, "seconds": self.secs, "cut_short": self.cut_short,
             "per_s": self.done as f64 / self.secs.max(1e-9),
+            "server_cpu_s": self.server_cpu, "loadgen_cpu_s": self.own_cpu,
+            "server_cpu_us_per": self.server_cpu.map(|s| s * 1e6 / (self.done.max(1) as f64)),
             "p50_us": q(0.5), "p99_us": q(0.99), "max_us": h.map_or(0, |h| h.max()),
         })
     }
@@ -352,6 +379,9 @@ impl Gen<'_> {
         let mut retry: VecDeque<(usize, bool)> = VecDeque::new();
         let (mut next, mut inflight) = (0usize, 0usize);
         let mut last_answer = Duration::ZERO;
+        let pid = self.args.server_pid.map(|p| p.to_string());
+        let server0 = pid.as_deref().and_then(cpu_seconds);
+        let own0 = cpu_seconds("self").unwrap_or(0.0);
         let start = Instant::now();
         let txn_of = |i: usize| (i as u64 + 1) | if refresh { REFRESH_TXN } else { 0 };
         loop {
@@ -477,6 +507,10 @@ impl Gen<'_> {
             }
         }
         ph.secs = last_answer.as_secs_f64();
+        ph.own_cpu = cpu_seconds("self").unwrap_or(0.0) - own0;
+        ph.server_cpu = server0
+            .zip(pid.as_deref().and_then(cpu_seconds))
+            .map(|(a, b)| b - a);
         Ok(ph)
     }
 }

@@ -9,6 +9,11 @@
 //! frames reach this module).
 //!
 //! Every table is bounded ([`RendezvousConfig`]); a full table answers [`ErrorCode::Busy`].
+//!
+//! A registration's signature is the costly part of taking it. A refresh that repeats the
+//! last signed registration byte for byte (the nonce it already signed) is not checked
+//! again (see [`crate::auth`]); the others can be checked by the caller, outside whatever
+//! lock holds this state ([`Rendezvous::screen`], [`Rendezvous::handle_checked`]).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -18,7 +23,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::auth::{Gate, RegisterGate};
+use crate::auth::{self, Checked, Gate, RegisterGate, SignedDigest, Unchecked};
 use crate::nat::Classic;
 use crate::owners::{self, Owners, OwnersConfig, SharedOwners};
 use crate::ratelimit::{self, Limiter, RateLimit};
@@ -134,6 +139,9 @@ pub struct Stats {
     pub challenged: u64,
     /// Registrations refused for a signature that is not their key's.
     pub bad_signatures: u64,
+    /// Registrations taken without checking their signature again: the same bytes as the
+    /// last signed registration the record took from that family.
+    pub signatures_known: u64,
     /// Version-1 (unsigned) registrations told to upgrade.
     pub legacy_refused: u64,
 }
@@ -149,6 +157,9 @@ struct Registration {
     /// The address the same key registered from in the other family (a dual-stack
     /// client registers over both), and until when that registration holds.
     other: Option<(SocketAddr, Instant)>,
+    /// Digests of the last signed registration taken over IPv4 and over IPv6
+    /// ([`auth::signed_digest`]): the same bytes again need no signature check.
+    signed: [SignedDigest; 2],
 }
 
 impl Registration {
@@ -302,46 +313,108 @@ impl Rendezvous {
 
     /// Feed a decoded frame from `from`. Frames a server does not take are ignored.
     pub fn handle_frame(&mut self, now: Instant, from: SocketAddr, frame: Frame) {
+        if let Some(unchecked) = self.screen(now, from, frame) {
+            self.handle_checked(now, unchecked.check());
+        }
+    }
+
+    /// [`Rendezvous::handle_frame`], except for a registration whose signature is still
+    /// to be checked: that one comes back, for [`Unchecked::check_all`] (anywhere, say
+    /// outside the lock that holds this state) and then [`Rendezvous::handle_checked`].
+    /// It has passed the limit and the nonce already.
+    pub fn screen(&mut self, now: Instant, from: SocketAddr, frame: Frame) -> Option<Unchecked> {
         match frame {
-            register @ Frame::Register { .. } => self.on_register(now, from, register),
+            register @ Frame::Register { .. } => return self.on_register(now, from, register),
             Frame::Connect { txn, target } => {
                 if !self.connect_limiter.allow(now, from.ip()) {
                     self.stats.connect_limited += 1;
-                    return;
+                } else {
+                    self.connect(now, from, txn, target)
                 }
-                self.connect(now, from, txn, target)
             }
             Frame::IntroduceAck { session } => self.introduce_ack(now, from, session),
             _ => {}
         }
+        None
     }
 
-    /// A registration: through the gate (limits, nonce, signature), then into the table.
-    fn on_register(&mut self, now: Instant, from: SocketAddr, register: Frame) {
-        let gate = self.gate.check(now, from, &register);
-        let Frame::Register {
+    /// Take a registration [`Rendezvous::screen`] gave back, now checked: into the table
+    /// if its signature is its key's, else refused.
+    pub fn handle_checked(&mut self, now: Instant, checked: Checked) {
+        let Checked {
+            from,
+            frame,
+            digest,
+            valid,
+        } = checked;
+        if valid {
+            return self.take_register(now, from, frame, digest);
+        }
+        if let Frame::Register { txn, .. } = frame {
+            self.stats.bad_signatures += 1;
+            let detail = "the registration is not signed by its key";
+            self.error(from, txn, ErrorCode::BadSignature, detail);
+        }
+    }
+
+    /// A registration: through the gate's cheap steps (limits, nonce), then into the
+    /// table if its bytes are the record's last signed ones, else back to be checked.
+    fn on_register(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        register: Frame,
+    ) -> Option<Unchecked> {
+        let Frame::Register { txn, ref name, .. } = register else {
+            return None;
+        };
+        match self.gate.admit(now, from, &register) {
+            Gate::Limited => self.stats.register_limited += 1,
+            Gate::Challenge(nonce) => {
+                self.stats.challenged += 1;
+                self.send(from, &Frame::Challenge { txn, nonce });
+            }
+            // Not given by `admit` for a registration.
+            Gate::BadSignature => {}
+            Gate::Accept => {
+                let digest = auth::signed_digest(&register);
+                let known = self
+                    .peers
+                    .get(name)
+                    .is_some_and(|r| r.signed.contains(&digest));
+                if !known {
+                    return Some(Unchecked {
+                        from,
+                        frame: register,
+                        digest,
+                    });
+                }
+                self.stats.signatures_known += 1;
+                self.take_register(now, from, register, digest);
+            }
+        }
+        None
+    }
+
+    /// A registration whose signature is good: into the table.
+    fn take_register(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        frame: Frame,
+        digest: SignedDigest,
+    ) {
+        if let Frame::Register {
             txn,
             name,
             key,
             private,
             nat,
             ..
-        } = register
-        else {
-            return;
-        };
-        match gate {
-            Gate::Limited => self.stats.register_limited += 1,
-            Gate::Challenge(nonce) => {
-                self.stats.challenged += 1;
-                self.send(from, &Frame::Challenge { txn, nonce });
-            }
-            Gate::BadSignature => {
-                self.stats.bad_signatures += 1;
-                let detail = "the registration is not signed by its key";
-                self.error(from, txn, ErrorCode::BadSignature, detail);
-            }
-            Gate::Accept => self.register(now, from, txn, name, key, private, nat),
+        } = frame
+        {
+            let signed = (from.is_ipv6(), digest);
+            self.register(now, from, txn, name, key, private, nat, signed);
         }
     }
 
@@ -504,6 +577,7 @@ impl Rendezvous {
         key: KeyBytes,
         private: Vec<SocketAddr>,
         nat: Option<Classic>,
+        (ipv6, digest): (bool, SignedDigest),
     ) {
         let admitted = owners::lock(&self.cfg.owners).admit(&name, &key);
         if let Err((code, detail)) = admitted {
@@ -534,10 +608,17 @@ impl Rendezvous {
                 old.other = Some((from, expires));
                 old.private = private;
                 old.nat = nat;
+                old.signed[usize::from(ipv6)] = digest;
                 self.by_addr.insert(from, name);
             }
             old => {
+                // The same key's digests stay (its other family's); another key's go.
+                let mut signed = old
+                    .as_ref()
+                    .filter(|o| o.key == key)
+                    .map_or([[0; 16]; 2], |o| o.signed);
                 let other = old.and_then(|o| o.other);
+                signed[usize::from(ipv6)] = digest;
                 match self.peers.get(&name) {
                     Some(old) => {
                         if old.public != from && self.by_addr.get(&old.public) == Some(&name) {
@@ -557,6 +638,7 @@ impl Rendezvous {
                         expires,
                         nat,
                         other,
+                        signed,
                     },
                 );
             }

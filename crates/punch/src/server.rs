@@ -37,10 +37,10 @@ use punch_proto::ratelimit::{self, Limiter, RateLimit};
 use punch_proto::rendezvous::{Rendezvous, RendezvousConfig};
 use punch_proto::stun::responder::{ServerAddrs, SocketId, StunResponder};
 use punch_proto::stun::{self};
-use punch_proto::wire::{self, Frame, HI_REQUEST, HI_RESPONSE};
+use punch_proto::wire::{self, HI_REQUEST, HI_RESPONSE};
 use rand::Rng;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info};
@@ -49,10 +49,8 @@ use send::{Answers, Out, Outs, Train};
 
 use crate::telemetry::server::{UdpMetrics, UdpRequest, PUBLISH_INTERVAL};
 
+mod frames;
 mod send;
-
-/// Datagrams queued from the receive tasks to the server loop before new ones are dropped.
-const INBOX: usize = 4096;
 
 /// How a server is set up.
 #[derive(Debug, Clone)]
@@ -286,10 +284,6 @@ fn answer_hi_into(data: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// A datagram from a receive task for the server loop (a rendezvous frame): group,
-/// socket, (canonical) source, bytes.
-type Inbound = (usize, SocketId, SocketAddr, Vec<u8>);
-
 /// [`IoStats`] shared by the receive tasks and the server loop.
 #[derive(Default)]
 struct SharedStats {
@@ -325,8 +319,11 @@ struct Shared {
     /// The per-source limit of STUN requests and `<Hi!>` checks, over every socket.
     stun_limiter: Mutex<Limiter>,
     stats: SharedStats,
-    tx: mpsc::Sender<Inbound>,
     counters: Counters,
+    metrics: UdpMetrics,
+    /// Told after a receive task fed the registry frames: the server loop then looks
+    /// again at when its timers are due.
+    wake: Notify,
 }
 
 /// Metric handles the receive tasks count into directly (once per batch).
@@ -334,7 +331,6 @@ struct Counters {
     relay: metrics::Counter,
     stun: metrics::Counter,
     hi: metrics::Counter,
-    inbox_full: metrics::Counter,
 }
 
 /// Serve on `sockets` until `shutdown` completes.
@@ -383,21 +379,21 @@ pub async fn run(
         }
     }
     let outs = Arc::new(Outs(outs));
-    let (tx, mut inbox) = mpsc::channel::<Inbound>(INBOX);
     let shared = Arc::new(Shared {
         outs: outs.clone(),
         registry: registry.clone(),
         responders,
         stun_limiter: Mutex::new(Limiter::new(cfg.stun_limit)),
         stats: SharedStats::default(),
-        tx,
         counters: Counters {
             relay: metrics.request_counter(UdpRequest::Relay),
             stun: metrics.request_counter(UdpRequest::Stun),
             hi: metrics.request_counter(UdpRequest::Hi),
-            inbox_full: metrics.inbox_full(),
         },
+        metrics,
+        wake: Notify::new(),
     });
+    let metrics = &shared.metrics;
     let mut tasks = Vec::new();
     for i in 0..outs.0.len() {
         tasks.push(AbortOnDrop(tokio::spawn(recv_task(shared.clone(), i))));
@@ -415,29 +411,7 @@ pub async fn run(
                 info!(?stats, registry = ?lock(&registry).stats(), "server stopping");
                 return Ok(());
             }
-            got = inbox.recv() => {
-                // Never None: `shared` keeps a sender.
-                let Some((_group, _on, from, data)) = got else {
-                    return Ok(());
-                };
-                match Frame::decode(&data) {
-                    Ok(frame) => {
-                        debug!(%from, ?frame, "frame");
-                        metrics.requests(UdpRequest::of(&frame), 1);
-                        lock(&registry).handle_frame(Instant::now().into_std(), from, frame)
-                    }
-                    Err(wire::WireError::Version(v)) => {
-                        debug!(%from, version = v, "frame of another wire version");
-                        metrics.requests(UdpRequest::OtherVersion, 1);
-                        let now = Instant::now().into_std();
-                        lock(&registry).handle_other_version(now, from, &data);
-                    }
-                    Err(e) => {
-                        SharedStats::add(&shared.stats.malformed, 1);
-                        debug!(%from, error = %e, "malformed frame");
-                    }
-                }
-            }
+            _ = shared.wake.notified() => {}
             _ = tokio::time::sleep_until(wake) => {}
             _ = publish.tick() => {
                 let reg = lock(&registry);
@@ -480,7 +454,8 @@ struct BatchCounts {
 /// send per train of datagrams to the same peer); STUN requests and `<Hi!>` checks are
 /// answered here too (the rate limiter locked once per batch, the answers encoded into
 /// buffers kept across batches and sent with one sendmmsg); only rendezvous frames go to
-/// the server loop.
+/// the server loop. Rendezvous frames are taken here too ([`frames`]): the registry under
+/// its lock, the signatures it asks for checked outside it.
 async fn recv_task(shared: Arc<Shared>, index: usize) {
     let outs = &*shared.outs;
     let me = &outs.0[index];
@@ -500,6 +475,7 @@ async fn recv_task(shared: Arc<Shared>, index: usize) {
     let mut meta = vec![quinn::udp::RecvMeta::default(); batch];
     let mut train = Train::default();
     let mut answers = Answers::new();
+    let mut frames = frames::Frames::default();
     loop {
         if let Err(e) = socket.readable().await {
             debug!(error = %e, "socket not readable");
@@ -543,13 +519,8 @@ async fn recv_task(shared: Arc<Shared>, index: usize) {
                 let hi = is_hi(data);
                 if !hi && !stun::looks_like_stun(data) {
                     if id == SocketId::PRIMARY && wire::is_frame(data) {
-                        if shared
-                            .tx
-                            .try_send((group, id, from, data.to_vec()))
-                            .is_err()
-                        {
-                            shared.counters.inbox_full.increment(1);
-                            debug!(%from, "server inbox full; datagram dropped");
+                        if !frames.push(from, data) {
+                            counts.malformed += 1;
                         }
                     } else {
                         counts.malformed += 1;
@@ -589,7 +560,21 @@ async fn recv_task(shared: Arc<Shared>, index: usize) {
                 }
             }
         }
-        drop((reg, limiter));
+        drop(limiter);
+        if !frames.is_empty() {
+            let registry = &*shared.registry;
+            frames.handle(
+                registry,
+                &mut reg,
+                now,
+                outs,
+                group,
+                &mut answers,
+                &shared.metrics,
+            );
+            shared.wake.notify_one();
+        }
+        drop(reg);
         if answers.len() > 0 {
             answers.flush();
         }
