@@ -57,6 +57,14 @@ pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// [`MAX_IDLE_TIMEOUT`].
 pub const DEFAULT_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
+/// The largest QUIC datagram path MTU discovery may reach: 1,452 bytes (quinn's bound, an
+/// IPv6 packet of 1,500 bytes) less the relay header, so that a size found on a direct path
+/// still fits once the connection falls back to the relay (quinn sees one path: it
+/// addresses the peer by a virtual address, whatever the route). Below it quinn starts at
+/// 1,200 bytes and probes upward; a path that drops the probes stays at the size that
+/// worked.
+pub const MAX_QUIC_PAYLOAD: u16 = 1452 - punch_proto::wire::RELAY_HEADER_LEN as u16;
+
 /// Decides whether a client key may connect to our server (see [`server_config`]).
 pub type AcceptPeer = Arc<dyn Fn(&PublicKey) -> bool + Send + Sync>;
 
@@ -165,6 +173,9 @@ pub fn transport_config(
     }
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(keep_alive_interval));
+    let mut mtud = quinn::MtuDiscoveryConfig::default();
+    mtud.upper_bound(MAX_QUIC_PAYLOAD);
+    transport.mtu_discovery_config(Some(mtud));
     // 30 s fits a QUIC varint of milliseconds, so the conversion cannot fail.
     let idle =
         quinn::IdleTimeout::try_from(MAX_IDLE_TIMEOUT).expect("30 s is a valid idle timeout");

@@ -72,6 +72,20 @@ async fn transfer(relay: RelayMode, expect_path: &str) {
         "bytes arrived altered"
     );
     drop(sender.await.unwrap());
+    // Path MTU discovery ran (quinn starts at 1,200 bytes and probes upward only on a
+    // socket that cannot fragment): on loopback it reaches punch's bound, which leaves room
+    // for the relay header, so the relayed datagrams fit too.
+    let mtu = to_alice
+        .quic_connection()
+        .expect("QUIC")
+        .stats()
+        .path
+        .current_mtu;
+    assert_eq!(
+        mtu,
+        punch::tls::MAX_QUIC_PAYLOAD,
+        "path MTU after the transfer"
+    );
 
     bob.close().await;
     alice.close().await;

@@ -674,6 +674,13 @@ impl AsyncUdpSocket for DemuxSocket {
         self.inner.io().state.max_gso_segments()
     }
 
+    /// quinn probes for a larger datagram size (path MTU discovery, up to
+    /// [`crate::tls::MAX_QUIC_PAYLOAD`]) only on a socket that never fragments: quinn-udp
+    /// sets "don't fragment" where the system allows it.
+    fn may_fragment(&self) -> bool {
+        self.inner.io().state.may_fragment()
+    }
+
     fn local_addr(&self) -> io::Result<SocketAddr> {
         // quinn only ever sees virtual IPv4 addresses: told its socket were IPv6, it would
         // map them (`::ffff:240.0.0.1`) and see each peer at two addresses.
