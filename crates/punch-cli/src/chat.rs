@@ -71,6 +71,33 @@ struct Shared {
     flushed: Mutex<Vec<watch::Receiver<bool>>>,
     /// Counts what happens (no-ops without `--metrics`).
     metrics: ClientMetrics,
+    /// Orders the `connected` lines against the `path` lines.
+    path_lines: PathLines,
+}
+
+/// Keeps the lines that say which path a peer is on (`connected`, printed where a
+/// connection is taken in, and `path`, printed by the event task) in the order of the
+/// client's path table. The driver writes a path to that table before it queues the event
+/// announcing it, and `connected` shows the table's path. Read and printed under one lock
+/// with every path line, a `connected` line shows the path of the last `path` line before
+/// it or a newer one (whose own line follows); read outside it, the read could come
+/// before a move to the direct path and the print after that move's line, leaving the
+/// relay as the last word.
+#[derive(Debug, Default)]
+struct PathLines(Mutex<()>);
+
+impl PathLines {
+    /// Print (`print`) a `connected` line about the path `read` finds now.
+    fn connected<T>(&self, read: impl FnOnce() -> T, print: impl FnOnce(T)) {
+        let _order = lock(&self.0);
+        print(read());
+    }
+
+    /// Print (`print`) a line about a path event taken from the client's queue.
+    fn path(&self, print: impl FnOnce()) {
+        let _order = lock(&self.0);
+        print();
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -137,6 +164,7 @@ pub async fn run(opts: ChatOptions, reporter: Reporter) -> Result<()> {
         connecting: AtomicUsize::new(opts.peers.len()),
         flushed: Mutex::new(Vec::new()),
         metrics,
+        path_lines: PathLines::default(),
     });
     let mut tasks = JoinSet::new();
     if client.transport() == punch::client::Transport::Udp {
@@ -223,7 +251,7 @@ async fn wait_until(limit: Duration, done: impl Fn() -> bool) {
 
 /// Print what the client reports; take in peers that reach us.
 async fn events(shared: Arc<Shared>) {
-    let r = &shared.reporter;
+    let (r, lines) = (&shared.reporter, &shared.path_lines);
     while let Some(ev) = shared.client.next_event().await {
         shared.metrics.event(&ev);
         match ev {
@@ -243,33 +271,29 @@ async fn events(shared: Arc<Shared>) {
             } => {
                 let (kind, candidate, remote) = words(Some(path), path.remote);
                 let transport = path.transport.as_str();
-                r.path(
-                    &peer,
-                    kind,
-                    candidate,
-                    remote,
-                    transport,
-                    &reason.to_string(),
-                )
+                let reason = reason.to_string();
+                lines.path(|| r.path(&peer, kind, candidate, remote, transport, &reason))
             }
             ClientEvent::Path {
                 peer,
                 path: None,
                 reason,
                 ..
-            } => r.error(Some(&peer), &reason.to_string()),
+            } => lines.path(|| r.error(Some(&peer), &reason.to_string())),
             ClientEvent::DirectFailed { peer, reason } if shared.auto => r.notice(&format!(
                 "no direct UDP path to {peer} ({reason}); a direct TCP connection may follow"
             )),
             // The peer stays on the UDP relay: say so, and why.
-            ClientEvent::DirectFailed { peer, reason } if shared.relay_on => r.path(
-                &peer,
-                "relay",
-                "relay",
-                shared.client.server_addr(),
-                "udp",
-                &format!("staying on the relay: {reason}"),
-            ),
+            ClientEvent::DirectFailed { peer, reason } if shared.relay_on => lines.path(|| {
+                r.path(
+                    &peer,
+                    "relay",
+                    "relay",
+                    shared.client.server_addr(),
+                    "udp",
+                    &format!("staying on the relay: {reason}"),
+                )
+            }),
             ClientEvent::DirectFailed { .. } => {}
             ClientEvent::PublicAddress { public } => r.address(
                 "public",
@@ -367,20 +391,24 @@ async fn attach(shared: Arc<Shared>, pc: PeerConnection, counted: bool) {
             }
             existing.cancel.notify_waiters();
         }
-        let path = shared.client.current_path(&pc.key).or(pc.path);
-        let (kind, candidate, remote) = words(path, shared.client.public_addr());
-        let transport = path.map(|p| p.transport).unwrap_or(pc.transport());
-        shared
-            .metrics
-            .connected(&name, path.as_ref(), !pc.opened_by_us);
-        shared.reporter.connected(
-            &name,
-            &pc.key.to_string(),
-            kind,
-            candidate,
-            remote,
-            pc.rtt(),
-            transport.as_str(),
+        shared.path_lines.connected(
+            || shared.client.current_path(&pc.key).or(pc.path),
+            |path| {
+                let (kind, candidate, remote) = words(path, shared.client.public_addr());
+                let transport = path.map(|p| p.transport).unwrap_or(pc.transport());
+                shared
+                    .metrics
+                    .connected(&name, path.as_ref(), !pc.opened_by_us);
+                shared.reporter.connected(
+                    &name,
+                    &pc.key.to_string(),
+                    kind,
+                    candidate,
+                    remote,
+                    pc.rtt(),
+                    transport.as_str(),
+                );
+            },
         );
         let pc_id = pc.id();
         let backlog: Vec<String> = lock(&shared.backlog).drain(..).collect();
@@ -463,4 +491,48 @@ fn key_refused(
          {peer}. If {peer} really has a new key (check with them), {remove} \
          --accept-new-key {peer:?} to accept it."
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc as std_mpsc;
+
+    /// The order of the lab flake: the connection is taken in while the path table says
+    /// relay, the driver moves the peer to direct and the event task prints that `path`
+    /// line, and only then would the `connected` line be printed. The lines must still
+    /// end on the table's path.
+    #[test]
+    fn a_connected_line_never_follows_a_newer_path_line() {
+        let table = Arc::new(Mutex::new("relay"));
+        let out = Arc::new(Mutex::new(Vec::<String>::new()));
+        let lines = Arc::new(PathLines::default());
+        let (read_tx, read_rx) = std_mpsc::channel();
+        let (printed_tx, printed_rx) = std_mpsc::channel();
+        let events = {
+            let (table, out, lines) = (table.clone(), out.clone(), lines.clone());
+            std::thread::spawn(move || {
+                read_rx.recv().expect("the connected side read the table");
+                // The driver: the table first, then the event; the event task prints it.
+                *lock(&table) = "direct";
+                lines.path(|| lock(&out).push("path direct".to_string()));
+                let _ = printed_tx.send(());
+            })
+        };
+        lines.connected(
+            || {
+                let path = *lock(&table);
+                read_tx.send(()).expect("the event thread runs");
+                // Give the event thread every chance to print in between: it must not
+                // get to (it prints after us, or we would wait here in vain).
+                let _ = printed_rx.recv_timeout(Duration::from_millis(300));
+                path
+            },
+            |path| lock(&out).push(format!("connected {path}")),
+        );
+        events.join().expect("the event thread ends");
+        let out = lock(&out).clone();
+        let last = out.last().expect("two lines").rsplit(' ').next();
+        assert_eq!(last, Some(*lock(&table)), "lines {out:?}");
+    }
 }

@@ -5,28 +5,31 @@ mod lab;
 
 use lab::ipv6::{final_path, scenario};
 
-#[test]
-#[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
-fn tcp_punches_directly_over_ipv6() {
-    let test = "ipv6-only x ipv6-only, TCP punched";
+/// A TCP chat between the two IPv6-only sites with `--relay RELAY` ends on the path
+/// `want` ("direct" or "relay"), over TCP and IPv6.
+fn tcp_over_ipv6(test: &str, prefix: &str, relay: &str, want: &str) {
     let tcp = ["--transport", "tcp"];
-    scenario(test, "tp", ("v6-only", "v6-only"), "never", &tcp, |r| {
+    scenario(test, prefix, ("v6-only", "v6-only"), relay, &tcp, |r| {
         let last = final_path(r);
         assert_eq!(last["transport"], "tcp", "{test}: {r:?}");
-        assert_eq!(last["path"], "direct", "{test}: {r:?}");
+        assert_eq!(last["path"], want, "{test}: {r:?}");
         assert_eq!(last["family"], "ipv6", "{test}: {r:?}");
     });
 }
 
 #[test]
 #[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
+fn tcp_punches_directly_over_ipv6() {
+    tcp_over_ipv6(
+        "ipv6-only x ipv6-only, TCP punched",
+        "tp",
+        "never",
+        "direct",
+    );
+}
+
+#[test]
+#[ignore = "namespace lab: needs root (run by ./run-tests as root)"]
 fn tcp_relay_over_ipv6() {
-    let test = "ipv6-only x ipv6-only, TCP relay";
-    let tcp = ["--transport", "tcp"];
-    scenario(test, "tr", ("v6-only", "v6-only"), "only", &tcp, |r| {
-        let last = final_path(r);
-        assert_eq!(last["transport"], "tcp", "{test}: {r:?}");
-        assert_eq!(last["path"], "relay", "{test}: {r:?}");
-        assert_eq!(last["family"], "ipv6", "{test}: {r:?}");
-    });
+    tcp_over_ipv6("ipv6-only x ipv6-only, TCP relay", "tr", "only", "relay");
 }

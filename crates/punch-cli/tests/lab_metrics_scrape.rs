@@ -104,6 +104,17 @@ fn series_of(m: &HashMap<String, f64>, name: &str, labels: &str) -> Vec<String> 
     v
 }
 
+/// Scrape the chat endpoint in `ns` until its path series of `peer` says `path`, and
+/// check it is that peer's only path series at 1; the scrape.
+fn scrape_path(ns: &str, peer: &str, path: &str) -> HashMap<String, f64> {
+    let series = format!("punch_client_path{{peer=\"{peer}\",path=\"{path}\"}}");
+    let what = format!("the path to {peer} in {ns}");
+    let m = scrape_until(ns, CHAT_METRICS, SHOW, &what, |m| get(m, &series) == 1.0);
+    let of_peer = format!("peer=\"{peer}\"");
+    assert_eq!(sum(&m, "punch_client_path", &[&of_peer]), 1.0, "{m:?}");
+    m
+}
+
 fn spawn(name: &str, ns: &str, args: &[String]) -> Proc {
     Proc::spawn(
         name,
@@ -207,15 +218,7 @@ fn punched_pair_moves_server_and_chat_metrics() {
 
     // bob: alice's path series says direct (and only that), one time to direct, and a
     // direct punching outcome.
-    let path = |peer: &str, p: &str| format!("punch_client_path{{peer=\"{peer}\",path=\"{p}\"}}");
-    let bob_m = scrape_until(&ns_b, CHAT_METRICS, SHOW, "bob's path", |m| {
-        get(m, &path("alice", "direct")) == 1.0
-    });
-    assert_eq!(
-        sum(&bob_m, "punch_client_path", &["peer=\"alice\""]),
-        1.0,
-        "{bob_m:?}"
-    );
+    let bob_m = scrape_path(&ns_b, "alice", "direct");
     assert_eq!(
         get(&bob_m, "punch_client_time_to_direct_seconds_count"),
         1.0
@@ -237,10 +240,7 @@ fn punched_pair_moves_server_and_chat_metrics() {
         sum(&alice_before, "punch_client_path", &["peer=\"bob\""]),
         0.0
     );
-    let alice_m = scrape_until(&ns_a, CHAT_METRICS, SHOW, "alice's path", |m| {
-        get(m, &path("bob", "direct")) == 1.0
-    });
-    assert_eq!(sum(&alice_m, "punch_client_path", &["peer=\"bob\""]), 1.0);
+    let alice_m = scrape_path(&ns_a, "bob", "direct");
     assert_eq!(
         get(&alice_m, "punch_client_incoming_total{result=\"ok\"}"),
         1.0
@@ -313,15 +313,7 @@ fn relayed_pair_moves_relay_metrics() {
 
     // bob's series of alice: relay, and only that.
     let ns_b = lab.ns("b");
-    let path = |p: &str| format!("punch_client_path{{peer=\"alice\",path=\"{p}\"}}");
-    let bob_m = scrape_until(&ns_b, CHAT_METRICS, SHOW, "bob's path", |m| {
-        get(m, &path("relay")) == 1.0
-    });
-    assert_eq!(
-        sum(&bob_m, "punch_client_path", &["peer=\"alice\""]),
-        1.0,
-        "{bob_m:?}"
-    );
+    let bob_m = scrape_path(&ns_b, "alice", "relay");
     assert_eq!(
         get(&bob_m, "punch_client_time_to_direct_seconds_count"),
         0.0

@@ -95,6 +95,7 @@ fn describe() {
 }
 
 /// One peer's series and what is known of it.
+#[derive(Debug)]
 struct Peer {
     gauges: [Gauge; PATHS.len()],
     /// The `path` label now at 1.
@@ -104,13 +105,14 @@ struct Peer {
     nat: Option<Classic>,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct State {
     own_nat: Option<Classic>,
     peers: HashMap<String, Peer>,
 }
 
 /// The client's metric handles and the little state they need.
+#[derive(Debug)]
 pub struct ClientMetrics {
     state: Mutex<State>,
     time_to_direct: Histogram,
@@ -120,12 +122,6 @@ pub struct ClientMetrics {
     incoming_failed: Counter,
     registrations: Counter,
     server_lost: Counter,
-}
-
-impl std::fmt::Debug for ClientMetrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ClientMetrics")
-    }
 }
 
 impl Default for ClientMetrics {

@@ -201,6 +201,7 @@ fn describe() {
 }
 
 /// Counters of the errors of one transport, one per code.
+#[derive(Debug)]
 struct ErrorCounters([Counter; ErrorCode::ALL.len()]);
 
 impl ErrorCounters {
@@ -218,21 +219,69 @@ impl ErrorCounters {
     }
 }
 
-/// The UDP server's metric handles.
-pub struct UdpMetrics {
-    requests: [Counter; UdpRequest::ALL.len()],
+/// What both registries ([`Stats`], [`TcpStats`]) count, under one set of names.
+struct RegistryCounts<'a> {
+    /// Registrations accepted, new or refreshed.
+    accepted: u64,
+    introductions: u64,
+    errors: &'a ErrorCounts,
+    challenged: u64,
+    legacy_refused: u64,
+    relays_opened: u64,
+}
+
+/// The handles both servers have, labelled with their transport.
+#[derive(Debug)]
+struct TransportMetrics {
     registrations: Gauge,
     accepted: Counter,
-    expired: Counter,
     introductions: Counter,
-    intro_timeouts: Counter,
-    ready: Histogram,
     errors: ErrorCounters,
     challenges: Counter,
     legacy: Counter,
     relay_sessions: Gauge,
     relay_opened: Counter,
     relayed_bytes: Counter,
+}
+
+impl TransportMetrics {
+    /// Describe every server metric, and register `transport`'s handles.
+    fn new(transport: &'static str) -> TransportMetrics {
+        describe();
+        let t = transport;
+        TransportMetrics {
+            registrations: gauge!(REGISTRATIONS, "transport" => t),
+            accepted: counter!(REGISTRATIONS_ACCEPTED, "transport" => t),
+            introductions: counter!(INTRODUCTIONS, "transport" => t),
+            errors: ErrorCounters::new(t),
+            challenges: counter!(CHALLENGES, "transport" => t),
+            legacy: counter!(LEGACY_REFUSED, "transport" => t),
+            relay_sessions: gauge!(RELAY_SESSIONS, "transport" => t),
+            relay_opened: counter!(RELAY_SESSIONS_OPENED, "transport" => t),
+            relayed_bytes: counter!(RELAYED_BYTES, "transport" => t),
+        }
+    }
+
+    /// Publish the registry's counts and its live registrations.
+    fn publish(&self, reg: RegistryCounts<'_>, registrations: usize) {
+        self.registrations.set(registrations as f64);
+        self.accepted.absolute(reg.accepted);
+        self.introductions.absolute(reg.introductions);
+        self.errors.publish(reg.errors);
+        self.challenges.absolute(reg.challenged);
+        self.legacy.absolute(reg.legacy_refused);
+        self.relay_opened.absolute(reg.relays_opened);
+    }
+}
+
+/// The UDP server's metric handles.
+#[derive(Debug)]
+pub struct UdpMetrics {
+    common: TransportMetrics,
+    requests: [Counter; UdpRequest::ALL.len()],
+    expired: Counter,
+    intro_timeouts: Counter,
+    ready: Histogram,
     relayed_datagrams: Counter,
     relay_dropped: Counter,
     inbox_full: Counter,
@@ -240,12 +289,6 @@ pub struct UdpMetrics {
     limited_stun: Counter,
     limited_register: Counter,
     limited_connect: Counter,
-}
-
-impl std::fmt::Debug for UdpMetrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("UdpMetrics")
-    }
 }
 
 impl Default for UdpMetrics {
@@ -257,23 +300,13 @@ impl Default for UdpMetrics {
 impl UdpMetrics {
     /// Register the handles with the current recorder (no-ops without one).
     pub fn new() -> UdpMetrics {
-        describe();
-        let udp = "udp";
         let limited = |limit: &'static str| counter!(RATE_LIMITED, "limit" => limit);
         UdpMetrics {
+            common: TransportMetrics::new("udp"),
             requests: UdpRequest::ALL.map(|k| counter!(REQUESTS, "kind" => k.as_str())),
-            registrations: gauge!(REGISTRATIONS, "transport" => udp),
-            accepted: counter!(REGISTRATIONS_ACCEPTED, "transport" => udp),
             expired: counter!(REGISTRATIONS_EXPIRED),
-            introductions: counter!(INTRODUCTIONS, "transport" => udp),
             intro_timeouts: counter!(INTRODUCTION_TIMEOUTS),
             ready: histogram!(INTRODUCTION_READY),
-            errors: ErrorCounters::new(udp),
-            challenges: counter!(CHALLENGES, "transport" => udp),
-            legacy: counter!(LEGACY_REFUSED, "transport" => udp),
-            relay_sessions: gauge!(RELAY_SESSIONS, "transport" => udp),
-            relay_opened: counter!(RELAY_SESSIONS_OPENED, "transport" => udp),
-            relayed_bytes: counter!(RELAYED_BYTES, "transport" => udp),
             relayed_datagrams: counter!(RELAYED_DATAGRAMS),
             relay_dropped: counter!(DROPPED_DATAGRAMS, "reason" => "relay"),
             inbox_full: counter!(DROPPED_DATAGRAMS, "reason" => "inbox_full"),
@@ -314,17 +347,19 @@ impl UdpMetrics {
     /// Publish the counts so far: the loop's, the registry's, its live registrations and
     /// live relay sessions.
     pub fn publish(&self, io: &IoStats, reg: &Stats, registrations: usize, relays: usize) {
-        self.registrations.set(registrations as f64);
-        self.accepted.absolute(reg.registrations);
+        let counts = RegistryCounts {
+            accepted: reg.registrations,
+            introductions: reg.introductions,
+            errors: &reg.errors_by_code,
+            challenged: reg.challenged,
+            legacy_refused: reg.legacy_refused,
+            relays_opened: reg.relay_sessions,
+        };
+        self.common.publish(counts, registrations);
+        self.common.relay_sessions.set(relays as f64);
+        self.common.relayed_bytes.absolute(reg.relayed_bytes);
         self.expired.absolute(reg.expired);
-        self.introductions.absolute(reg.introductions);
         self.intro_timeouts.absolute(reg.intro_timeouts);
-        self.errors.publish(&reg.errors_by_code);
-        self.challenges.absolute(reg.challenged);
-        self.legacy.absolute(reg.legacy_refused);
-        self.relay_sessions.set(relays as f64);
-        self.relay_opened.absolute(reg.relay_sessions);
-        self.relayed_bytes.absolute(reg.relayed_bytes);
         self.relayed_datagrams.absolute(reg.relayed_packets);
         self.relay_dropped.absolute(reg.relay_dropped);
         self.malformed.absolute(io.malformed);
@@ -392,26 +427,13 @@ impl TcpRequest {
 }
 
 /// The TCP server's metric handles.
+#[derive(Debug)]
 pub struct TcpMetrics {
+    common: TransportMetrics,
     requests: [Counter; TcpRequest::ALL.len()],
-    registrations: Gauge,
-    accepted: Counter,
-    introductions: Counter,
-    errors: ErrorCounters,
-    challenges: Counter,
-    legacy: Counter,
-    relay_sessions: Gauge,
-    relay_opened: Counter,
-    relayed_bytes: Counter,
     limited: Counter,
     connections: Gauge,
     rejected: Counter,
-}
-
-impl std::fmt::Debug for TcpMetrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TcpMetrics")
-    }
 }
 
 impl Default for TcpMetrics {
@@ -423,19 +445,9 @@ impl Default for TcpMetrics {
 impl TcpMetrics {
     /// Register the handles with the current recorder (no-ops without one).
     pub fn new() -> TcpMetrics {
-        describe();
-        let tcp = "tcp";
         TcpMetrics {
+            common: TransportMetrics::new("tcp"),
             requests: TcpRequest::ALL.map(|k| counter!(REQUESTS, "kind" => k.as_str())),
-            registrations: gauge!(REGISTRATIONS, "transport" => tcp),
-            accepted: counter!(REGISTRATIONS_ACCEPTED, "transport" => tcp),
-            introductions: counter!(INTRODUCTIONS, "transport" => tcp),
-            errors: ErrorCounters::new(tcp),
-            challenges: counter!(CHALLENGES, "transport" => tcp),
-            legacy: counter!(LEGACY_REFUSED, "transport" => tcp),
-            relay_sessions: gauge!(RELAY_SESSIONS, "transport" => tcp),
-            relay_opened: counter!(RELAY_SESSIONS_OPENED, "transport" => tcp),
-            relayed_bytes: counter!(RELAYED_BYTES, "transport" => tcp),
             limited: counter!(RATE_LIMITED, "limit" => "tcp"),
             connections: gauge!(TCP_CONNECTIONS),
             rejected: counter!(TCP_REJECTED),
@@ -449,23 +461,25 @@ impl TcpMetrics {
 
     /// The counter of relayed bytes (for the splice tasks, which count as they copy).
     pub fn relayed_bytes(&self) -> Counter {
-        self.relayed_bytes.clone()
+        self.common.relayed_bytes.clone()
     }
 
     /// The gauge of live relay sessions (a splice task adds itself while it runs).
     pub fn relay_sessions(&self) -> Gauge {
-        self.relay_sessions.clone()
+        self.common.relay_sessions.clone()
     }
 
     /// Publish the registry's counts, its live registrations and the open connections.
     pub fn publish(&self, reg: &TcpStats, registrations: usize, connections: usize) {
-        self.registrations.set(registrations as f64);
-        self.accepted.absolute(reg.registrations);
-        self.introductions.absolute(reg.introductions);
-        self.errors.publish(&reg.errors);
-        self.challenges.absolute(reg.challenged);
-        self.legacy.absolute(reg.legacy_refused);
-        self.relay_opened.absolute(reg.relays);
+        let counts = RegistryCounts {
+            accepted: reg.registrations,
+            introductions: reg.introductions,
+            errors: &reg.errors,
+            challenged: reg.challenged,
+            legacy_refused: reg.legacy_refused,
+            relays_opened: reg.relays,
+        };
+        self.common.publish(counts, registrations);
         self.limited.absolute(reg.rate_limited);
         self.connections.set(connections as f64);
         self.rejected.absolute(reg.rejected);
@@ -475,6 +489,22 @@ impl TcpMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use metrics_exporter_prometheus::PrometheusHandle;
+
+    /// Handles made by `new` under a recorder of their own, and what renders it.
+    fn recorded<T>(new: impl FnOnce() -> T) -> (T, PrometheusHandle) {
+        let recorder = super::super::recorder();
+        let handle = recorder.handle();
+        (metrics::with_local_recorder(&recorder, new), handle)
+    }
+
+    /// Every one of `lines` is a line of what `handle` renders.
+    fn assert_rendered(handle: &PrometheusHandle, lines: &[&str]) {
+        let text = handle.render();
+        for line in lines {
+            assert!(text.lines().any(|l| l == *line), "{line} not in:\n{text}");
+        }
+    }
 
     #[test]
     fn request_kinds_index_their_tables() {
@@ -488,9 +518,7 @@ mod tests {
 
     #[test]
     fn published_counts_render_under_their_names() {
-        let recorder = super::super::recorder();
-        let handle = recorder.handle();
-        let m = metrics::with_local_recorder(&recorder, UdpMetrics::new);
+        let (m, handle) = recorded(UdpMetrics::new);
         let mut reg = Stats {
             introductions: 4,
             relayed_bytes: 1500,
@@ -504,8 +532,7 @@ mod tests {
         m.requests(UdpRequest::Connect, 5);
         m.publish(&io, &reg, 3, 1);
         m.ready(Duration::from_millis(40));
-        let text = handle.render();
-        for line in [
+        let lines = [
             "punch_server_requests_total{kind=\"connect\"} 5",
             "punch_server_introductions_total{transport=\"udp\"} 4",
             "punch_server_relayed_bytes_total{transport=\"udp\"} 1500",
@@ -515,13 +542,36 @@ mod tests {
             "punch_server_registrations{transport=\"udp\"} 3",
             "punch_server_relay_sessions{transport=\"udp\"} 1",
             "punch_server_introduction_ready_seconds_bucket{le=\"0.05\"} 1",
-        ] {
-            assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
-        }
+        ];
+        assert_rendered(&handle, &lines);
         // Absolute values never move a counter back (a second server's smaller counts).
         m.publish(&io, &Stats::default(), 0, 0);
         assert!(handle
             .render()
             .contains("punch_server_introductions_total{transport=\"udp\"} 4"));
+    }
+
+    #[test]
+    fn tcp_counts_render_under_the_tcp_label() {
+        let (m, handle) = recorded(TcpMetrics::new);
+        let mut reg = TcpStats {
+            registrations: 6,
+            introductions: 2,
+            relays: 1,
+            challenged: 3,
+            ..TcpStats::default()
+        };
+        reg.errors.add(ErrorCode::Busy);
+        m.publish(&reg, 5, 7);
+        let lines = [
+            "punch_server_registrations{transport=\"tcp\"} 5",
+            "punch_server_registrations_accepted_total{transport=\"tcp\"} 6",
+            "punch_server_introductions_total{transport=\"tcp\"} 2",
+            "punch_server_relay_sessions_opened_total{transport=\"tcp\"} 1",
+            "punch_server_challenges_total{transport=\"tcp\"} 3",
+            "punch_server_errors_total{transport=\"tcp\",code=\"busy\"} 1",
+            "punch_server_tcp_connections 7",
+        ];
+        assert_rendered(&handle, &lines);
     }
 }
