@@ -53,6 +53,8 @@ pub const RELAYED_DATAGRAMS: &str = "punch_server_relayed_datagrams_total";
 pub const DROPPED_DATAGRAMS: &str = "punch_server_dropped_datagrams_total";
 /// Malformed or unexpected UDP datagrams.
 pub const MALFORMED: &str = "punch_server_malformed_datagrams_total";
+/// UDP registrations taken without a second signature check (the same bytes again).
+pub const SIGNATURES_KNOWN: &str = "punch_server_signatures_known_total";
 /// Requests dropped or refused over a per-source rate limit (label `limit`).
 pub const RATE_LIMITED: &str = "punch_server_rate_limited_total";
 /// Open TCP connections.
@@ -178,7 +180,13 @@ fn describe() {
     describe_counter!(
         DROPPED_DATAGRAMS,
         "UDP datagrams dropped, by reason: relay (relay off, unknown or closed session, over \
-         the rate or volume limit), inbox_full (the server loop fell behind)."
+         the rate or volume limit)."
+    );
+    describe_counter!(
+        SIGNATURES_KNOWN,
+        "UDP registrations taken without checking their signature again: byte for byte the \
+         last signed registration the record took over that family (a refresh over the \
+         nonce already signed)."
     );
     describe_counter!(
         MALFORMED,
@@ -284,7 +292,7 @@ pub struct UdpMetrics {
     ready: Histogram,
     relayed_datagrams: Counter,
     relay_dropped: Counter,
-    inbox_full: Counter,
+    signatures_known: Counter,
     malformed: Counter,
     limited_stun: Counter,
     limited_register: Counter,
@@ -309,7 +317,7 @@ impl UdpMetrics {
             ready: histogram!(INTRODUCTION_READY),
             relayed_datagrams: counter!(RELAYED_DATAGRAMS),
             relay_dropped: counter!(DROPPED_DATAGRAMS, "reason" => "relay"),
-            inbox_full: counter!(DROPPED_DATAGRAMS, "reason" => "inbox_full"),
+            signatures_known: counter!(SIGNATURES_KNOWN),
             malformed: counter!(MALFORMED),
             limited_stun: limited("stun"),
             limited_register: limited("register"),
@@ -320,12 +328,6 @@ impl UdpMetrics {
     /// Count `n` requests of `kind`.
     pub fn requests(&self, kind: UdpRequest, n: u64) {
         self.requests[kind as usize].increment(n);
-    }
-
-    /// The counter of datagrams dropped because the server loop's inbox was full (for the
-    /// receive tasks, which count directly).
-    pub fn inbox_full(&self) -> Counter {
-        self.inbox_full.clone()
     }
 
     /// The counter of relayed datagrams received (for the receive task, which relays).
@@ -362,6 +364,7 @@ impl UdpMetrics {
         self.intro_timeouts.absolute(reg.intro_timeouts);
         self.relayed_datagrams.absolute(reg.relayed_packets);
         self.relay_dropped.absolute(reg.relay_dropped);
+        self.signatures_known.absolute(reg.signatures_known);
         self.malformed.absolute(io.malformed);
         self.limited_stun.absolute(io.stun_limited);
         self.limited_register.absolute(reg.register_limited);
@@ -522,6 +525,7 @@ mod tests {
         let mut reg = Stats {
             introductions: 4,
             relayed_bytes: 1500,
+            signatures_known: 7,
             ..Stats::default()
         };
         reg.errors_by_code.add(ErrorCode::UnknownPeer);
@@ -539,6 +543,7 @@ mod tests {
             "punch_server_errors_total{transport=\"udp\",code=\"unknown_peer\"} 1",
             "punch_server_errors_total{transport=\"udp\",code=\"busy\"} 0",
             "punch_server_rate_limited_total{limit=\"stun\"} 2",
+            "punch_server_signatures_known_total 7",
             "punch_server_registrations{transport=\"udp\"} 3",
             "punch_server_relay_sessions{transport=\"udp\"} 1",
             "punch_server_introduction_ready_seconds_bucket{le=\"0.05\"} 1",
