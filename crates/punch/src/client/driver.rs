@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::outbox::Outbox;
 use super::{
     lock, ClientConfig, ClientError, ClientEvent, Command, Current, Introduced, PathReason,
     PeerConnection, TcpIncoming,
@@ -106,7 +107,7 @@ pub(super) struct Driver {
     replies: HashMap<ConnectId, oneshot::Sender<Result<PeerConnection, ConnectError>>>,
     introduced: Introduced,
     current: Current,
-    events: mpsc::Sender<ClientEvent>,
+    events: Outbox,
     ready: Option<oneshot::Sender<Result<SocketAddr, ClientError>>>,
     tasks: JoinSet<()>,
     internal_tx: mpsc::Sender<Internal>,
@@ -181,7 +182,7 @@ impl Driver {
             replies: HashMap::new(),
             introduced: s.introduced,
             current: s.current,
-            events: s.events,
+            events: Outbox::new(s.events),
             ready: Some(s.ready),
             tasks: JoinSet::new(),
             internal_tx,
@@ -238,7 +239,9 @@ impl Driver {
                 Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
                 _ = address_poll.tick(), if watch_address => self.check_address(),
                 _ = tokio::time::sleep_until(wake) => {}
+                _ = self.events.room() => {}
             }
+            self.events.flush();
             let now = Instant::now();
             self.session.handle_timeout(now.into_std());
             self.drop_lingering(now);
@@ -363,10 +366,8 @@ impl Driver {
         }
     }
 
-    fn app_event(&self, ev: ClientEvent) {
-        if self.events.try_send(ev).is_err() {
-            debug!("event queue full; event dropped");
-        }
+    fn app_event(&mut self, ev: ClientEvent) {
+        self.events.push(ev);
     }
 
     /// The application's handle on `key`'s QUIC connection. The first one handed out

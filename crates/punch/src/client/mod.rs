@@ -23,6 +23,7 @@
 pub(crate) mod conn;
 mod driver;
 pub mod eyeballs;
+mod outbox;
 mod tcp_only;
 
 pub use conn::PeerConnection;
