@@ -48,8 +48,9 @@ pub(crate) struct Peer {
     /// Application requests waiting for the connection.
     pub(crate) waiting: Vec<ConnectId>,
     pub(crate) conn: Conn,
-    /// The path kind last reported to the application.
-    pub(crate) reported: Option<PathKind>,
+    /// The path last reported to the application: its kind and where it goes (a direct
+    /// path to another address is news too).
+    pub(crate) reported: Option<(PathKind, SocketAddr)>,
     pub(crate) route: Route,
     pub(crate) path: Option<Path>,
     pub(crate) backoff: Duration,
@@ -124,7 +125,7 @@ impl Session {
         if !p.is_up() {
             return;
         }
-        p.reported = path.map(|p| p.kind);
+        p.reported = path.map(|p| (p.kind, p.remote));
         self.events.push_back(Event::PathChanged {
             peer: key,
             path,
@@ -541,7 +542,7 @@ impl Session {
                 let path = Path::direct(addr, kind, rtt);
                 if mode != RelayMode::Only {
                     self.set_route(key, Route::Direct(addr), Some(path));
-                    if up && reported != Some(PathKind::Direct) {
+                    if up && reported != Some((PathKind::Direct, addr)) {
                         let reason = PathReason::DirectConfirmed {
                             candidate: kind,
                             addr,
@@ -741,7 +742,7 @@ impl Session {
             return Verdict::Duplicate;
         }
         p.conn = Conn::Up;
-        p.reported = p.path.map(|x| x.kind);
+        p.reported = p.path.map(|x| (x.kind, x.remote));
         let waiting = std::mem::take(&mut p.waiting);
         self.timers.stop(Timer::Passive(peer));
         self.maybe_try_tcp(peer);

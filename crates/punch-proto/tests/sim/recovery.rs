@@ -1,12 +1,14 @@
 //! Recovery scenarios on the simulated network: two hosts stream numbered messages both
 //! ways (one every 50 ms) while a fault strikes, and the run measures how long the streams
-//! stood still and when a direct path was back for good.
+//! stood still and when a direct path was back for good. At the end, what each side last
+//! told its application of the other's path must be where its datagrams go.
 //!
 //! Owns the scenario's setup and its measurements; the faults are [`super::faults`]'s
 //! and the streams [`super::stream`]'s.
 
 use std::time::Duration;
 
+use punch_proto::client::{Event, PathKind, Route};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -97,12 +99,38 @@ impl Streaming {
         let (ab, ba) = (self.sim.flow(self.a, self.b), self.sim.flow(self.b, self.a));
         ab.check_complete().map_err(|e| format!("a -> b: {e}"))?;
         ba.check_complete().map_err(|e| format!("b -> a: {e}"))?;
+        told_where_it_goes(&self.sim, self.a, self.b).map_err(|e| format!("a: {e}"))?;
+        told_where_it_goes(&self.sim, self.b, self.a).map_err(|e| format!("b: {e}"))?;
         let stall = ab.stall_after(since).max(ba.stall_after(since));
         let direct = match (ab.direct_from(since), ba.direct_from(since)) {
             (Some(x), Some(y)) => Some(x.max(y).saturating_sub(since)),
             _ => None,
         };
         Ok((Recovery { stall, direct }, self.sim))
+    }
+}
+
+/// Whether the last path `h` reported to its application for `peer` is its route now
+/// (kind and address; a host with no route yet is not judged).
+fn told_where_it_goes(sim: &Sim, h: HostId, peer: HostId) -> Result<(), String> {
+    let key = sim.key(peer);
+    let host = sim.host(h);
+    let told = host.events.iter().rev().find_map(|(_, ev)| match ev {
+        Event::PathChanged { peer, path, .. } if *peer == key => {
+            Some(path.map(|p| (p.kind, p.remote)))
+        }
+        _ => None,
+    });
+    let route = match host.route(&key) {
+        Route::Direct(to) => (PathKind::Direct, to),
+        Route::Relay { server, .. } => (PathKind::Relay, server),
+        Route::None => return Ok(()),
+    };
+    match told {
+        // Nothing reported since the connection came up: the path it came up on holds.
+        None => Ok(()),
+        Some(told) if told == Some(route) => Ok(()),
+        Some(told) => Err(format!("last told {told:?}, but the route is {route:?}")),
     }
 }
 
