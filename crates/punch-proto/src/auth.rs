@@ -233,11 +233,15 @@ pub fn verify_register(
     nonce: &Nonce,
     sig: &Signature,
 ) -> bool {
-    let msg = register_message(name, key, private, nat, nonce);
+    verify_message(&register_message(name, key, private, nat, nonce), key, sig)
+}
+
+/// Whether `sig` is `key`'s signature over `msg`, checked strictly.
+fn verify_message(msg: &[u8], key: &KeyBytes, sig: &Signature) -> bool {
     let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(key) else {
         return false;
     };
-    key.verify_strict(&msg, &ed25519_dalek::Signature::from_bytes(&sig.to_bytes()))
+    key.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&sig.to_bytes()))
         .is_ok()
 }
 
@@ -360,18 +364,7 @@ impl Unchecked {
 /// Whether `frame` is a [`Frame::Register`] signed by the key it names (over its own
 /// nonce; whether the server sent that nonce is [`Nonces::check`]'s question).
 pub fn verify_frame(frame: &Frame) -> bool {
-    match frame {
-        Frame::Register {
-            name,
-            key,
-            private,
-            nat,
-            nonce,
-            sig,
-            ..
-        } => verify_register(name, key, private, *nat, nonce, sig),
-        _ => false,
-    }
+    signed_parts(frame).is_some_and(|(msg, key, sig)| verify_message(&msg, key, sig))
 }
 
 /// What the server does with a registration ([`RegisterGate::check`]).
