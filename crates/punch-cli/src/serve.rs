@@ -92,16 +92,16 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = ratelimit::DEFAULT_STUN.per_second, value_name = "PER_SEC")]
     pub stun_rate: f64,
     /// UDP sockets on each listen address, each with its own receive task, so a busy
-    /// server uses more than one core for STUN, relaying and receiving: the kernel
-    /// (SO_REUSEPORT) spreads clients over them by address and port. 0: one per CPU the
-    /// server may run on (taskset and cgroup limits count).
+    /// server uses more than one core for STUN, relaying and registrations (each task
+    /// checks the signatures of the registrations it received, outside the registry's
+    /// lock): the kernel (SO_REUSEPORT) spreads clients over them by address and port.
+    /// 0: one per CPU the server may run on (taskset and cgroup limits count).
     ///
-    /// Caveat: a dual-stack client registers over IPv4 and IPv6 at once, and with several
-    /// sockets the two may reach the registry in either order; the first becomes the
-    /// address introductions go to. Clients that took the other family then miss
-    /// introductions, so keep 1 where clients register over both families.
+    /// A dual-stack client's two registrations may then reach the registry in either
+    /// order; either address reaches the client (it takes the server's frames over both).
     ///
-    /// Example: --workers 0 on a busy IPv4-only STUN and relay server.
+    /// Example: --workers 0 on a busy server (one signed registration costs about 50 µs
+    /// of CPU: about 20,000 per second per worker's core).
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=256))]
     pub workers: u16,
     /// Serve Prometheus metrics over HTTP on ADDR: requests by kind, live registrations,

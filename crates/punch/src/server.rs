@@ -21,8 +21,10 @@
 //! The hot paths stay in each socket's receive task: one batched receive (recvmmsg),
 //! then relayed datagrams forwarded and STUN and `<Hi!>` answered right there (answers
 //! encoded into buffers kept across batches, the shared rate limiter locked once per
-//! batch, all answers sent with one sendmmsg, see `send.rs`). Only rendezvous frames
-//! cross a channel to the server loop, which owns the registry's timers. With
+//! batch, all answers sent with one sendmmsg, see `send.rs`). Rendezvous frames are taken
+//! there too (`frames.rs`): the registry under its lock, the registrations' signatures
+//! checked with the lock released. The server loop owns the registry's timers and is
+//! woken after a batch fed the registry. With
 //! [`ServerConfig::workers`] above 1 a primary address has several sockets
 //! (`SO_REUSEPORT`), each with its own receive task, all sharing the registry.
 
