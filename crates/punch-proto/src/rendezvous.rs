@@ -18,6 +18,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -206,13 +207,18 @@ struct SessionRecord {
     relaying: bool,
 }
 
+/// A registered name, shared by the registry's tables.
+type Name = Arc<str>;
+
 /// The rendezvous state machine.
 #[derive(Debug)]
 pub struct Rendezvous {
     cfg: RendezvousConfig,
-    peers: HashMap<String, Registration>,
+    /// Names are shared by this table, `by_addr` and `expiries` (one allocation each: a
+    /// million peers would otherwise hold three copies of every name).
+    peers: HashMap<Name, Registration>,
     /// Public address -> the name last registered from it (finds who sent a `Connect`).
-    by_addr: HashMap<SocketAddr, String>,
+    by_addr: HashMap<SocketAddr, Name>,
     pending: HashMap<u64, PendingIntro>,
     connects: HashMap<(SocketAddr, u64), ConnectRecord>,
     /// Session id -> the two sides and their acknowledgements, to relay ready signals.
@@ -230,7 +236,7 @@ pub struct Rendezvous {
     /// when found refreshed. Expiring is then the work of the entries due, not a walk over
     /// every peer after every datagram (which made each registration cost in proportion
     /// to the peers registered).
-    expiries: BinaryHeap<Reverse<(Instant, String)>>,
+    expiries: BinaryHeap<Reverse<(Instant, Name)>>,
     /// When the bounded tables (introductions, sessions) are swept next.
     next_sweep: Option<Instant>,
 }
@@ -380,7 +386,7 @@ impl Rendezvous {
                 let digest = auth::signed_digest(&register);
                 let known = self
                     .peers
-                    .get(name)
+                    .get(name.as_str())
                     .is_some_and(|r| r.signed.contains(&digest));
                 if !known {
                     return Some(Unchecked {
@@ -579,6 +585,7 @@ impl Rendezvous {
         nat: Option<Classic>,
         (ipv6, digest): (bool, SignedDigest),
     ) {
+        let name: Name = Arc::from(name);
         let admitted = owners::lock(&self.cfg.owners).admit(&name, &key);
         if let Err((code, detail)) = admitted {
             return self.error(from, txn, code, &detail);
@@ -657,7 +664,7 @@ impl Rendezvous {
         );
     }
 
-    fn requester_name(&self, from: SocketAddr, now: Instant) -> Option<String> {
+    fn requester_name(&self, from: SocketAddr, now: Instant) -> Option<Name> {
         let name = self.by_addr.get(&from)?;
         self.live(name, now)
             .filter(|r| r.is_at(from, now))
@@ -681,7 +688,7 @@ impl Rendezvous {
                 "",
             );
         };
-        if me == target {
+        if *me == *target {
             return self.error(
                 from,
                 txn,
@@ -731,7 +738,7 @@ impl Rendezvous {
             session,
             initiator: false,
             peer: PeerInfo {
-                name: me,
+                name: me.to_string(),
                 key: mine.key,
                 // Where the request came from: the requester's registered address in
                 // the family it asked over, which it has just proven it receives on.
