@@ -11,7 +11,10 @@
 //!   direct: at once with `--relay never`, when the move from the relay happens with
 //!   `--relay auto`, `null` if it never did within the punch deadline);
 //! - throughput (skipped with `--mib 0`): bytes, seconds, Mbit/s, QUIC datagrams sent and
-//!   datagrams per second (QUIC only), the path and the transport.
+//!   datagrams per second (QUIC only), the path and the transport;
+//! - `quic` (`null` over TCP): what QUIC saw of the whole connection, to read a throughput
+//!   figure by: round trip, congestion window, path MTU, packets lost, congestion events,
+//!   and datagrams and system calls each way (`tx_datagrams / tx_ios` is the GSO batch).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -191,7 +194,7 @@ async fn push(
     let transport = pc.transport();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let bytes = mib * 1024 * 1024;
-    let (stamp, secs, datagrams) = match pc.quic_connection().cloned() {
+    let (stamp, secs, datagrams, quic) = match pc.quic_connection().cloned() {
         Some(conn) => {
             let (mut send, mut recv) = conn.open_bi().await?;
             let stamp = first_byte(&mut recv, &mut send).await?;
@@ -211,7 +214,7 @@ async fn push(
                 anyhow::ensure!(got == bytes, "peer received {got} of {bytes} bytes");
                 datagrams = conn.stats().udp_tx.datagrams - before;
             }
-            (stamp, secs, Some(datagrams))
+            (stamp, secs, Some(datagrams), Some(quic_stats(&conn)))
         }
         None => {
             let link = pc.into_tcp().context("neither QUIC nor TCP")?;
@@ -228,7 +231,7 @@ async fn push(
                 let got = u64::from_be_bytes(ack);
                 anyhow::ensure!(got == bytes, "peer received {got} of {bytes} bytes");
             }
-            (stamp, secs, None)
+            (stamp, secs, None, None)
         }
     };
     let first_byte_ms = stamp.saturating_sub(start_wall) as f64 / 1e6;
@@ -257,8 +260,19 @@ async fn push(
                "direct_ms": direct.map(ms), "transport": transport.as_str(),
                "bytes": bytes, "secs": secs, "mbit_s": mbit,
                "datagrams": datagrams, "datagrams_s": datagrams.map(|d| d as f64 / secs.max(1e-9)),
-               "path": path.map(|p| p.kind.as_str()),
+               "path": path.map(|p| p.kind.as_str()), "quic": quic,
                "remote": path.map(|p| p.remote.to_string())})
     );
     Ok(())
+}
+
+/// What QUIC saw of the whole connection, for reading a throughput figure: round trip,
+/// congestion window, losses, and datagrams per system call each way.
+fn quic_stats(conn: &quinn::Connection) -> serde_json::Value {
+    let s = conn.stats();
+    json!({"rtt_us": s.path.rtt.as_micros() as u64, "cwnd": s.path.cwnd,
+           "mtu": s.path.current_mtu, "lost_packets": s.path.lost_packets,
+           "congestion_events": s.path.congestion_events,
+           "tx_datagrams": s.udp_tx.datagrams, "tx_ios": s.udp_tx.ios,
+           "rx_datagrams": s.udp_rx.datagrams, "rx_ios": s.udp_rx.ios})
 }
