@@ -7,13 +7,15 @@
 //!
 //! The scenarios cover the order of the lab flake in `lab_relay_upgrade_to_direct`
 //! (the connection up on the relay a moment before the direct path is chosen, both ways
-//! round) and a second introduction of the pair (both sides asking for each other).
+//! round), a second introduction of the pair (both sides asking for each other), and a
+//! relay session closed under a connection (the server restarted) before a new
+//! introduction puts the pair back on the relay.
 
 mod sim;
 
 use std::time::Duration;
 
-use punch_proto::client::{Event, PathKind};
+use punch_proto::client::{Event, PathKind, PathReason};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sim::{HostConfig, HostId, NatType, Sim, SiteConfig};
@@ -131,4 +133,66 @@ fn the_path_told_ends_on_the_route_whichever_comes_first() {
         ended_direct >= runs / 2,
         "ended direct: {ended_direct} of {runs}"
     );
+}
+
+/// The relay closes under a connection (the server restarted and lost the session), then a
+/// new introduction puts the pair back on the relay while punching is tried again: the
+/// application hears the relay is back at once, not only when punching ends.
+#[test]
+fn the_relay_back_after_a_server_restart_is_told() {
+    let pairs = [
+        (NatType::Symmetric, NatType::Symmetric),
+        (NatType::Symmetric, NatType::PortRestricted),
+        (NatType::Symmetric, NatType::RestrictedCone),
+    ];
+    let (mut runs, mut runs_closed, mut told_back) = (0, 0, 0);
+    for (na, nb) in pairs {
+        for seed in 0..10u64 {
+            let mut sim = Sim::new(seed);
+            let sa = sim.add_site(SiteConfig::new(na));
+            let sb = sim.add_site(SiteConfig::new(nb));
+            let a = sim.add_host(sa, 5000, HostConfig::new("a"));
+            let b = sim.add_host(sb, 5000, HostConfig::new("b"));
+            sim.run_until(Duration::from_secs(1));
+            sim.connect(b, "a");
+            let (every, until) = (Duration::from_millis(200), Duration::from_secs(45));
+            sim.stream(a, b, every, Duration::ZERO, until);
+            sim.stream(b, a, every, Duration::ZERO, until);
+            let restart = sim.fault_at(Duration::from_secs(20), |sim| sim.server_restart());
+            sim.run_until(restart + Duration::from_secs(30));
+            for h in [a, b] {
+                let label = format!("{na:?} x {nb:?}, seed {seed}, host {h}");
+                runs += 1;
+                check(&sim, h, &label);
+                let reasons: Vec<&PathReason> = sim
+                    .host(h)
+                    .events
+                    .iter()
+                    .filter_map(|(_, ev)| match ev {
+                        Event::PathChanged { reason, .. } => Some(reason),
+                        _ => None,
+                    })
+                    .collect();
+                let closed = reasons
+                    .iter()
+                    .position(|r| matches!(r, PathReason::RelayClosed(_)));
+                if let Some(i) = closed {
+                    runs_closed += 1;
+                    if reasons[i + 1..].first() == Some(&&PathReason::Reintroduced) {
+                        told_back += 1;
+                    }
+                }
+            }
+        }
+    }
+    eprintln!(
+        "{runs} sides: relay closed under {runs_closed}, told the relay was back next {told_back}"
+    );
+    // The fault struck where it should: the relay closed under most connections, so the
+    // check above saw the new introduction put them back on it.
+    assert!(
+        runs_closed >= runs / 2,
+        "relay closed in {runs_closed} of {runs}"
+    );
+    assert_eq!(told_back, runs_closed);
 }

@@ -210,6 +210,9 @@ pub enum PathReason {
     Impossible(String),
     /// The relay stopped carrying the session.
     RelayClosed(String),
+    /// The server introduced the pair again (a new session): the relay carries it while
+    /// punching is tried again.
+    Reintroduced,
 }
 
 fn list(addrs: &[SocketAddr]) -> String {
@@ -263,6 +266,9 @@ impl fmt::Display for PathReason {
             }
             PathReason::Impossible(why) => write!(f, "no direct path possible: {why}"),
             PathReason::RelayClosed(why) => write!(f, "relay closed: {why}"),
+            PathReason::Reintroduced => {
+                f.write_str("introduced again: on the relay while punching again")
+            }
         }
     }
 }

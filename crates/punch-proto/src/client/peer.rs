@@ -286,7 +286,14 @@ impl Session {
         let p = &self.peers[&key];
         if mode != RelayMode::Never && p.direct.is_none() {
             let route = self.relay_route(p);
-            self.set_route(key, route, Some(Path::relay(self.cfg.server)));
+            let path = Path::relay(self.cfg.server);
+            // An established connection that had no path (its relay session closed) is
+            // carried again: the application hears it now, not when punching ends.
+            let told = p.reported == Some((path.kind, path.remote));
+            self.set_route(key, route, Some(path));
+            if !told {
+                self.report_path(key, Some(path), PathReason::Reintroduced);
+            }
         }
         let mut no_common_family = None;
         if mode != RelayMode::Only {
