@@ -58,6 +58,8 @@ build() {
 
 # cpu_ticks PID: user+system clock ticks of a process (all its threads).
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# cpu_split PID: user and system clock ticks of a process, apart ("USER SYSTEM").
+cpu_split() { awk '{print $14, $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 # rss_kib PID: resident memory in KiB.
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
