@@ -51,6 +51,7 @@ use send::{Answers, Out, Outs, Train};
 
 use crate::telemetry::server::{UdpMetrics, UdpRequest, PUBLISH_INTERVAL};
 
+mod ancillary;
 mod frames;
 mod send;
 
@@ -369,7 +370,7 @@ pub async fn run(
     for (group, g) in groups.into_iter().enumerate() {
         for (id, socket) in g.sockets {
             let local = socket.local_addr()?;
-            let state = quinn::udp::UdpSocketState::new((&socket).into())?;
+            let state = ancillary::udp_state(&socket, local)?;
             outs.push(Out {
                 group,
                 id,
