@@ -1,12 +1,66 @@
 //! Receive-side bookkeeping of the demultiplexing socket: QUIC datagrams batched into runs
-//! for quinn, relayed datagrams parked until their session is known, and the one-entry
-//! lookup cache of a receive batch.
+//! for quinn, the receive buffers lent to quinn with direct datagrams still in them,
+//! relayed datagrams parked until their session is known, and the one-entry lookup cache
+//! of a receive batch.
 //!
 //! Owns plain data structures only; the socket and its loops are the parent module's.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use super::GRO_BUF;
+
+/// Most receive buffers in existence for lending at once (in quinn's queue or free).
+/// Beyond that the receive loop copies datagrams out of its own buffer, so memory stays
+/// bounded however far quinn falls behind.
+pub(super) const LENT_MAX: usize = 4;
+
+/// Receive buffers lent to quinn with the datagrams in them: a batch of direct QUIC
+/// datagrams reaches quinn without a copy of its own (quinn still copies into its
+/// buffers), which is one copy of every byte of a bulk transfer fewer.
+#[derive(Default)]
+pub(super) struct Pool {
+    /// Returned buffers, and how many exist (lent or free).
+    pub(super) free: Mutex<(Vec<Vec<u8>>, usize)>,
+}
+
+impl Pool {
+    /// A buffer of `size` bytes to receive into: a returned one, a new one while fewer
+    /// than [`LENT_MAX`] exist, else `None` (the caller receives into its own and copies).
+    pub(super) fn lend(self: &Arc<Self>, size: usize) -> Option<Lent> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let (bufs, made) = &mut *free;
+        let buf = match bufs.pop() {
+            Some(b) if b.len() == size => b,
+            other => {
+                // One of another size (the socket was replaced): let it go.
+                *made -= usize::from(other.is_some());
+                if *made >= LENT_MAX {
+                    return None;
+                }
+                *made += 1;
+                vec![0u8; size]
+            }
+        };
+        Some(Lent {
+            buf,
+            pool: self.clone(),
+        })
+    }
+}
+
+/// A receive buffer from a [`Pool`]; it goes back when dropped.
+pub(super) struct Lent {
+    pub(super) buf: Vec<u8>,
+    pool: Arc<Pool>,
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        let mut free = self.pool.free.lock().unwrap_or_else(|e| e.into_inner());
+        free.0.push(std::mem::take(&mut self.buf));
+    }
+}
 
 /// Most relayed datagrams kept for sessions not mapped yet (a QUIC handshake's first
 /// flight is a few datagrams), and how many sessions may have some.
@@ -41,10 +95,13 @@ impl Parked {
 }
 
 /// QUIC datagrams received together, handed to quinn together (one channel operation and
-/// one allocation per batch, not per datagram).
+/// at most one allocation per batch, not per datagram).
 #[derive(Default)]
 pub(super) struct QuicBatch {
+    /// Datagrams copied here (relayed ones, without their relay header; parked ones).
     pub(super) data: Vec<u8>,
+    /// The receive buffer the lent runs lie in.
+    pub(super) lent: Option<Lent>,
     pub(super) runs: Vec<Run>,
     /// Datagrams in all runs.
     pub(super) datagrams: usize,
@@ -59,6 +116,8 @@ pub(super) struct Run {
     pub(super) start: usize,
     pub(super) end: usize,
     pub(super) stride: usize,
+    /// In [`QuicBatch::lent`] (else in [`QuicBatch::data`]).
+    pub(super) lent: bool,
 }
 
 impl Run {
@@ -82,6 +141,7 @@ impl QuicBatch {
             // Only a run whose datagrams all have the full stride may grow.
             Some(r)
                 if r.from == from
+                    && !r.lent
                     && (r.end - r.start) % r.stride == 0
                     && len <= r.stride
                     && r.end - r.start + len <= GRO_BUF =>
@@ -93,10 +153,38 @@ impl QuicBatch {
                 start,
                 end: start + len,
                 stride: len.max(1),
+                lent: false,
             }),
         }
         self.data.extend_from_slice(datagram);
         self.datagrams += 1;
+    }
+
+    /// Datagrams from `from` left where they were received: `start..end` of the lent
+    /// buffer, every one `stride` bytes long but the last (a GRO train, or one datagram).
+    pub(super) fn push_lent(&mut self, from: SocketAddr, start: usize, end: usize, stride: usize) {
+        let run = Run {
+            from,
+            start,
+            end,
+            stride: stride.max(1),
+            lent: true,
+        };
+        self.datagrams += run.datagrams();
+        self.runs.push(run);
+    }
+
+    /// What is left of run `index` (empty if there is no such run).
+    pub(super) fn run_bytes(&self, index: usize) -> &[u8] {
+        let Some(r) = self.runs.get(index) else {
+            return &[];
+        };
+        let source = match (&self.lent, r.lent) {
+            (Some(l), true) => &l.buf[..],
+            (None, true) => &[][..],
+            (_, false) => &self.data[..],
+        };
+        source.get(r.start..r.end).unwrap_or(&[])
     }
 
     /// Drop runs from the end until at most `max` datagrams are left.
@@ -167,6 +255,44 @@ mod tests {
         assert_eq!((b.runs.len(), b.datagrams), (2, 4));
         b.truncate(0);
         assert_eq!((b.runs.len(), b.datagrams), (0, 0));
+    }
+
+    #[test]
+    fn lent_buffers_are_bounded_and_come_back() {
+        let pool = Arc::new(Pool::default());
+        let lent: Vec<Lent> = (0..LENT_MAX).map_while(|_| pool.lend(64)).collect();
+        assert_eq!(lent.len(), LENT_MAX);
+        assert!(pool.lend(64).is_none(), "no more than LENT_MAX at once");
+        drop(lent);
+        let again = pool.lend(64).expect("a returned buffer");
+        assert_eq!(again.buf.len(), 64);
+        drop(again);
+        // Another size (a replaced socket): the old buffers give way to new ones.
+        let other: Vec<Lent> = (0..LENT_MAX).map_while(|_| pool.lend(128)).collect();
+        assert_eq!(other.len(), LENT_MAX);
+        assert!(other.iter().all(|l| l.buf.len() == 128));
+        assert!(pool.lend(128).is_none());
+    }
+
+    #[test]
+    fn lent_runs_are_read_in_place_and_never_grown() {
+        let pool = Arc::new(Pool::default());
+        let mut lent = pool.lend(300).unwrap();
+        lent.buf[..250].copy_from_slice(&[7; 250]);
+        let mut b = QuicBatch::default();
+        b.push_lent(addr(1), 0, 250, 100);
+        b.push(addr(1), &[8; 100]); // same sender: a run of its own in `data`
+        b.lent = Some(lent);
+        assert_eq!(b.datagrams, 4);
+        assert_eq!(b.runs.len(), 2);
+        assert_eq!(b.run_bytes(0), &[7; 250][..]);
+        assert_eq!(b.run_bytes(1), &[8; 100][..]);
+        assert!(b.run_bytes(2).is_empty());
+        b.lent = None;
+        assert!(
+            b.run_bytes(0).is_empty(),
+            "a lent run without its buffer reads as empty"
+        );
     }
 
     #[test]

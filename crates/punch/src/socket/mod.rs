@@ -1,7 +1,7 @@
 //! The one UDP socket a punch client owns, shared by every protocol.
 //!
-//! Owns the kernel socket, the receive loop that tells protocols apart by their first
-//! byte (RFC 7983 style), and the [`quinn::AsyncUdpSocket`] face quinn sends and receives
+//! Owns the kernel socket, the receive loop ([`recv`]) that tells protocols apart by their
+//! first byte (RFC 7983 style), and the [`quinn::AsyncUdpSocket`] face quinn sends and receives
 //! through. Rendezvous frames, STUN and punch probes go to a control channel; QUIC
 //! datagrams (first byte 64..=255, the QUIC bit is never greased) go to quinn. Because all
 //! of them leave through this one socket, the NAT mapping the server observed is exactly
@@ -39,8 +39,9 @@ use crate::paths::{Dest, PathTable};
 
 mod batch;
 pub mod family;
+mod recv;
 
-use batch::{LastLookup, Parked, QuicBatch};
+use batch::{Parked, Pool, QuicBatch};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, trace};
@@ -161,6 +162,8 @@ struct Inner {
     queued: AtomicUsize,
     /// Relayed datagrams of sessions not mapped yet.
     parked: Mutex<Parked>,
+    /// Receive buffers lent to quinn with direct datagrams in them.
+    pool: Arc<Pool>,
     /// The last QUIC datagram sent to each peer (virtual address), for
     /// [`DemuxSocket::replay_last`].
     last_sent: Mutex<HashMap<SocketAddr, Vec<u8>>>,
@@ -221,6 +224,7 @@ impl DemuxSocket {
             quic_tx,
             queued: AtomicUsize::new(0),
             parked: Mutex::new(Parked::default()),
+            pool: Arc::default(),
             last_sent: Mutex::new(HashMap::new()),
         });
         inner.start_recv(io);
@@ -357,7 +361,13 @@ impl Inner {
 
     /// Run the receive loop on `io`, replacing the loop of an earlier socket.
     fn start_recv(self: &Arc<Self>, io: Arc<Io>) {
-        let task = tokio::spawn(recv_loop(Arc::downgrade(self), io, self.ctl_tx.clone()));
+        let pool = self.pool.clone();
+        let task = tokio::spawn(recv::recv_loop(
+            Arc::downgrade(self),
+            io,
+            self.ctl_tx.clone(),
+            pool,
+        ));
         // The old loop (if any) is aborted as its handle drops.
         *lock(&self.recv_task) = Some(AbortOnDrop(task));
     }
@@ -410,115 +420,6 @@ impl Inner {
         io.udp.try_io(Interest::WRITABLE, || {
             io.state.send((&io.udp).into(), &transmit)
         })
-    }
-}
-
-async fn recv_loop(
-    inner: std::sync::Weak<Inner>,
-    io: Arc<Io>,
-    ctl_tx: mpsc::Sender<ControlDatagram>,
-) {
-    // Without GRO every buffer holds one datagram; with it, up to a whole train.
-    let slot = if io.state.gro_segments() > 1 {
-        GRO_BUF
-    } else {
-        MAX_DATAGRAM
-    };
-    // BATCH_SIZE is at least 1 (1 where recvmmsg is missing).
-    let slots = RECV_SLOTS.min(quinn::udp::BATCH_SIZE);
-    let mut storage = vec![0u8; slot * slots];
-    let mut meta = vec![RecvMeta::default(); slots];
-    loop {
-        let n = {
-            let mut bufs: Vec<IoSliceMut<'_>> =
-                storage.chunks_mut(slot).map(IoSliceMut::new).collect();
-            match io.udp.readable().await {
-                Ok(()) => io.udp.try_io(Interest::READABLE, || {
-                    io.state.recv((&io.udp).into(), &mut bufs, &mut meta)
-                }),
-                Err(e) => Err(e),
-            }
-        };
-        let n = match n {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => {
-                // ICMP errors (port unreachable after a probe to a dead candidate) surface
-                // here on some systems; they say nothing about the socket itself.
-                debug!(error = %e, "udp receive error");
-                continue;
-            }
-        };
-        // Upgraded only now: waiting above must not keep the socket alive (its owner
-        // aborts this loop when the last handle drops).
-        let Some(sock) = inner.upgrade() else { return };
-        let received = meta.iter().take(n).map(|m| m.len.min(slot)).sum();
-        let mut batch = QuicBatch::with_capacity(received);
-        let mut by_real = LastLookup::new();
-        let mut by_session = LastLookup::new();
-        for (m, buf) in meta.iter().zip(storage.chunks(slot)).take(n) {
-            let len = m.len.min(buf.len());
-            let from = family::canonical(m.addr);
-            for data in buf[..len].chunks(m.stride.max(1)) {
-                sock.demux(
-                    from,
-                    data,
-                    &mut batch,
-                    &mut by_real,
-                    &mut by_session,
-                    &ctl_tx,
-                );
-            }
-        }
-        sock.queue_for_quinn(batch);
-    }
-}
-
-impl Inner {
-    /// Sort one received datagram: QUIC (direct or relayed) into `batch`, the rest to the
-    /// control channel.
-    fn demux(
-        &self,
-        from: SocketAddr,
-        data: &[u8],
-        batch: &mut QuicBatch,
-        by_real: &mut LastLookup<SocketAddr>,
-        by_session: &mut LastLookup<u64>,
-        ctl_tx: &mpsc::Sender<ControlDatagram>,
-    ) {
-        let Some(&first) = data.first() else { return };
-        // Relayed QUIC: unwrap it and hand it to quinn as coming from the peer's virtual
-        // address. Only the server relays; anything else with the tag is dropped.
-        if first == wire::RELAY_TAG {
-            if let Some((_, session, payload)) = wire::decode_relay(data) {
-                if !payload.is_empty() && is_quic(payload[0]) {
-                    match by_session.get(session, |s| self.paths.virtual_for_session(s)) {
-                        Some(v) => batch.push(v, payload),
-                        // The peer's first packets can overtake our own introduction (which
-                        // waits in the control queue): keep them until the session is mapped.
-                        None => lock(&self.parked).park(session, payload.to_vec()),
-                    }
-                }
-            }
-        } else if is_quic(first) {
-            // A peer on a direct path shows up at its virtual address too.
-            let v = by_real.get(from, |real| {
-                let v = self.paths.virtual_for_real(real);
-                if let Some(v) = v {
-                    self.paths.learn_direct(v, real);
-                }
-                v
-            });
-            batch.push(v.unwrap_or(from), data);
-        } else if ctl_tx
-            .try_send(ControlDatagram {
-                from,
-                data: data.to_vec(),
-            })
-            .is_err()
-        {
-            trace!(%from, "control queue full or closed; datagram dropped");
-        }
     }
 }
 
@@ -640,22 +541,29 @@ impl AsyncUdpSocket for DemuxSocket {
             };
             let mut taken = 0;
             while count < max && *next < batch.runs.len() {
-                let run = &mut batch.runs[*next];
+                let (from, stride) = (batch.runs[*next].from, batch.runs[*next].stride);
+                let bytes = batch.run_bytes(*next);
+                if bytes.is_empty() {
+                    taken += batch.runs[*next].datagrams();
+                    *next += 1;
+                    continue;
+                }
                 let buf = &mut bufs[count];
                 // Whole datagrams that fit (quinn's buffers hold a whole run unless its
                 // configuration shrank them); one longer than the buffer is truncated.
-                let fits = buf.len() / run.stride * run.stride;
-                let take = (run.end - run.start).min(fits.max(run.stride));
+                let fits = buf.len() / stride * stride;
+                let take = bytes.len().min(fits.max(stride));
                 let len = take.min(buf.len());
-                buf[..len].copy_from_slice(&batch.data[run.start..run.start + len]);
+                buf[..len].copy_from_slice(&bytes[..len]);
                 meta[count] = RecvMeta {
-                    addr: run.from,
+                    addr: from,
                     len,
-                    stride: run.stride.min(len),
+                    stride: stride.min(len),
                     ecn: None,
                     dst_ip: None,
                 };
-                taken += take.div_ceil(run.stride);
+                taken += take.div_ceil(stride);
+                let run = &mut batch.runs[*next];
                 run.start += take;
                 if run.start >= run.end {
                     *next += 1;
@@ -759,5 +667,46 @@ mod tests {
         assert_eq!((meta[0].addr, meta[0].len), (addr(2), 10));
         assert_eq!(sock.inner.queued.load(Ordering::Relaxed), 0);
         assert!(sock.poll_recv(&mut cx, &mut bufs, &mut meta).is_pending());
+    }
+
+    /// Direct QUIC datagrams reach quinn from the buffer they were received into; a
+    /// control datagram in the same flow still goes to the control channel.
+    #[tokio::test]
+    async fn direct_datagrams_reach_quinn_in_place() {
+        let (sock, mut ctl) = DemuxSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0).into())
+            .await
+            .unwrap();
+        let to = sock.inner.io().udp.local_addr().unwrap();
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let from = peer.local_addr().unwrap();
+        for i in 0..20u8 {
+            peer.send_to(&[0xc0, i, i, i], to).unwrap();
+        }
+        peer.send_to(b"<HI!>", to).unwrap();
+
+        let mut storage = vec![[0u8; 2048]; 8];
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while got.len() < 20 && tokio::time::Instant::now() < deadline {
+            let mut bufs: Vec<IoSliceMut<'_>> =
+                storage.iter_mut().map(|s| IoSliceMut::new(s)).collect();
+            let mut meta = [RecvMeta::default(); 8];
+            let n = std::future::poll_fn(|cx| sock.poll_recv(cx, &mut bufs, &mut meta))
+                .await
+                .unwrap();
+            for (m, b) in meta.iter().zip(&bufs).take(n) {
+                assert_eq!(m.addr, from);
+                for d in b[..m.len].chunks(m.stride) {
+                    got.push(d.to_vec());
+                }
+            }
+        }
+        let want: Vec<Vec<u8>> = (0..20u8).map(|i| vec![0xc0, i, i, i]).collect();
+        assert_eq!(got, want, "every datagram once, in order");
+        let made = lock(&sock.inner.pool.free).1;
+        assert!(made >= 1, "received into lent buffers");
+        let c = ctl.recv().await.unwrap();
+        assert_eq!((c.from, &c.data[..]), (from, &b"<HI!>"[..]));
+        assert_eq!(sock.inner.queued.load(Ordering::Relaxed), 0);
     }
 }
