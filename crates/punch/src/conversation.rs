@@ -51,8 +51,9 @@ pub enum ConversationEvent {
     Ended(String),
 }
 
-/// A running conversation. Dropping it stops its tasks at once; [`Conversation::finish`]
-/// first delivers what was sent.
+/// A running conversation. Dropping it stops its tasks at once; to deliver what was sent
+/// first, end sending ([`Conversation::close_sending`]) and wait for
+/// [`Conversation::flushed`].
 pub struct Conversation {
     /// The QUIC connection, to close as a duplicate.
     quic: Option<quinn::Connection>,
