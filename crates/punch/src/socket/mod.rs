@@ -1,6 +1,6 @@
 //! The one UDP socket a punch client owns, shared by every protocol.
 //!
-//! Owns the kernel socket, the receive loop ([`recv`]) that tells protocols apart by their
+//! Owns the kernel socket, the receive loop (module `recv`) that tells protocols apart by their
 //! first byte (RFC 7983 style), and the [`quinn::AsyncUdpSocket`] face quinn sends and receives
 //! through. Rendezvous frames, STUN and punch probes go to a control channel; QUIC
 //! datagrams (first byte 64..=255, the QUIC bit is never greased) go to quinn. Because all
