@@ -61,21 +61,31 @@ pub(super) async fn recv_loop(
         // Upgraded only now: waiting above must not keep the socket alive (its owner
         // aborts this loop when the last handle drops).
         let Some(sock) = inner.upgrade() else { return };
-        let received = meta.iter().take(n).map(|m| m.len.min(slot)).sum();
         let storage = lent.as_ref().map_or(&own[..], |l| &l.buf[..]);
-        let mut batch = QuicBatch::with_capacity(if lent.is_some() { 0 } else { received });
+        // Which buffers quinn takes in place (direct QUIC only: one datagram or a train);
+        // room is made once for what the others hand on by copy.
+        let mut in_place = [false; RECV_SLOTS];
+        let mut copied = 0;
+        for (i, (m, buf)) in meta.iter().zip(storage.chunks(slot)).enumerate().take(n) {
+            let data = &buf[..m.len.min(buf.len())];
+            let direct = |d: &[u8]| {
+                d.first()
+                    .is_some_and(|&b| b != wire::RELAY_TAG && is_quic(b))
+            };
+            in_place[i] =
+                lent.is_some() && !data.is_empty() && data.chunks(m.stride.max(1)).all(direct);
+            if !in_place[i] {
+                copied += data.len();
+            }
+        }
+        let mut batch = QuicBatch::with_capacity(copied);
         let mut by_real = LastLookup::new();
         let mut by_session = LastLookup::new();
         for (i, (m, buf)) in meta.iter().zip(storage.chunks(slot)).enumerate().take(n) {
             let len = m.len.min(buf.len());
             let from = family::canonical(m.addr);
             let stride = m.stride.max(1);
-            let direct = |d: &[u8]| {
-                d.first()
-                    .is_some_and(|&b| b != wire::RELAY_TAG && is_quic(b))
-            };
-            if lent.is_some() && len > 0 && buf[..len].chunks(stride).all(direct) {
-                // Direct QUIC only (one datagram or a train): quinn takes it in place.
+            if in_place[i] {
                 let v = sock.direct_virtual(from, &mut by_real);
                 batch.push_lent(v, i * slot, i * slot + len, stride);
                 continue;
