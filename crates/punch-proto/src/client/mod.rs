@@ -3,7 +3,7 @@
 //! Owns registration and its refresh, connect transactions and their retransmission, one
 //! punching [`Agent`] per peer (which also watches the chosen path), the relay fallback,
 //! the repunch backoff, recovery from lost mappings, a silent server and a moved host, and
-//! the choice of route for each peer's connection, all under one [`timer`] table. It has
+//! the choice of route for each peer's connection, all under one `timer` table. It has
 //! the shape of [`crate::nat::Discovery`] and [`crate::agent`]: feed it datagrams
 //! ([`Session::handle_datagram`]), time ([`Session::handle_timeout`]) and commands
 //! ([`Session::connect`], [`Session::set_local_addrs`], the connection reports), then drain
@@ -109,7 +109,7 @@ pub struct Config {
     /// chose).
     pub server: SocketAddr,
     /// The server's address in the other family, if it has one: asked for our public
-    /// address there, which we offer to peers (see [`family`]).
+    /// address there, which we offer to peers (see the `family` module).
     pub server_other: Option<SocketAddr>,
     /// The name to register.
     pub name: String,
