@@ -14,6 +14,9 @@
 //! last signed registration byte for byte (the nonce it already signed) is not checked
 //! again (see [`crate::auth`]); the others can be checked by the caller, outside whatever
 //! lock holds this state ([`Rendezvous::screen`], [`Rendezvous::handle_checked`]).
+//!
+//! Relayed datagrams are taken in `relaying` ([`Rendezvous::relay`]); the counters are in
+//! `stats` ([`Stats`]).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -28,8 +31,13 @@ use crate::auth::{self, Checked, Gate, RegisterGate, SignedDigest, Unchecked};
 use crate::nat::Classic;
 use crate::owners::{self, Owners, OwnersConfig, SharedOwners};
 use crate::ratelimit::{self, Limiter, RateLimit};
-use crate::relay::{Admit, RelayConfig, RelayUsage};
-use crate::wire::{self, ErrorCode, Frame, KeyBytes, PeerInfo, Side, MAX_NAME_LEN};
+use crate::relay::{RelayConfig, RelayUsage};
+use crate::wire::{self, ErrorCode, Frame, KeyBytes, PeerInfo, MAX_NAME_LEN};
+
+mod relaying;
+mod stats;
+
+pub use stats::{ErrorCounts, Stats};
 
 /// How long a registration lives without a refresh. Clients refresh every 25 s
 /// (below the 30 s many NATs give idle UDP mappings), so three refreshes may be lost.
@@ -85,66 +93,6 @@ impl Default for RendezvousConfig {
             nonce_secret: rand::random(),
         }
     }
-}
-
-/// Errors answered, per [`ErrorCode`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ErrorCounts([u64; ErrorCode::ALL.len()]);
-
-impl ErrorCounts {
-    /// Count one more `code`.
-    pub fn add(&mut self, code: ErrorCode) {
-        self.0[code.index()] += 1;
-    }
-
-    /// How many `code` errors were counted.
-    pub fn get(&self, code: ErrorCode) -> u64 {
-        self.0[code.index()]
-    }
-
-    /// Every code with its count.
-    pub fn iter(&self) -> impl Iterator<Item = (ErrorCode, u64)> + '_ {
-        ErrorCode::ALL.iter().map(|c| (*c, self.get(*c)))
-    }
-}
-
-/// Counters for logs and metrics.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Registrations accepted (new or refreshed).
-    pub registrations: u64,
-    /// Introductions made.
-    pub introductions: u64,
-    /// Requests answered with an error.
-    pub errors: u64,
-    /// The same, per code.
-    pub errors_by_code: ErrorCounts,
-    /// Introductions given up after [`INTRO_ATTEMPTS`].
-    pub intro_timeouts: u64,
-    /// Registrations expired.
-    pub expired: u64,
-    /// Datagrams relayed.
-    pub relayed_packets: u64,
-    /// Bytes relayed (payload and header).
-    pub relayed_bytes: u64,
-    /// Relayed datagrams dropped (over the rate, unknown session, relay off).
-    pub relay_dropped: u64,
-    /// Sessions that relayed their first datagram.
-    pub relay_sessions: u64,
-    /// Registrations dropped over the per-source rate limit.
-    pub register_limited: u64,
-    /// Introduction requests dropped over the per-source rate limit.
-    pub connect_limited: u64,
-    /// Registrations without a nonce issued to their address lately, answered with a
-    /// challenge (every client's first, and every replay from elsewhere).
-    pub challenged: u64,
-    /// Registrations refused for a signature that is not their key's.
-    pub bad_signatures: u64,
-    /// Registrations taken without checking their signature again: the same bytes as the
-    /// last signed registration the record took from that family.
-    pub signatures_known: u64,
-    /// Version-1 (unsigned) registrations told to upgrade.
-    pub legacy_refused: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -438,88 +386,6 @@ impl Rendezvous {
         }
         self.stats.legacy_refused += 1;
         self.transmits.push_back((from, answer));
-    }
-
-    /// Take a relayed datagram (see [`wire::encode_relay`]) from `from`: returns where to
-    /// forward it unchanged, or `None` to drop it. Refusals (relay off, unknown session,
-    /// a limit reached) are answered with [`Frame::RelayClosed`] through
-    /// [`Rendezvous::poll_transmit`].
-    pub fn relay(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> Option<SocketAddr> {
-        let (side, session, _) = wire::decode_relay(datagram)?;
-        let refuse = |this: &mut Self, reason: &str| {
-            this.stats.relay_dropped += 1;
-            let reason = reason.to_string();
-            let answer = Frame::RelayClosed { session, reason };
-            // Anti-amplification (as QUIC's RFC 9000 §8.1): never answer a spoofable
-            // datagram with more than three times its size.
-            if answer.encoded_len().is_ok_and(|n| n <= 3 * datagram.len()) {
-                this.send(from, &answer);
-            }
-            None
-        };
-        if !self.cfg.relay.enabled {
-            return refuse(self, "relaying is off on this server");
-        }
-        let cfg = self.cfg.relay.clone();
-        let Some(rec) = self.sessions.get_mut(&session) else {
-            return refuse(
-                self,
-                "unknown relay session (the server may have restarted)",
-            );
-        };
-        if let Some(reason) = rec.relay_closed.clone() {
-            return refuse(self, &reason);
-        }
-        // The side byte names the sender; a new address for it is a NAT that gave the
-        // peer a new mapping (say after a conntrack flush): follow it. The session id is
-        // a random 64-bit secret of the two peers, and what flows is their end-to-end
-        // authenticated QUIC, so a forger could disturb, but not read or impersonate.
-        let to = match side {
-            Side::Requester => {
-                rec.requester = from;
-                rec.target
-            }
-            Side::Target => {
-                rec.target = from;
-                rec.requester
-            }
-        };
-        if datagram.len() == wire::RELAY_HEADER_LEN {
-            // A keepalive (no payload) from a peer on a direct path: the session stays,
-            // so a fallback to the relay finds it; nothing is forwarded or counted.
-            rec.expires = rec.expires.max(now + cfg.idle_timeout);
-            return None;
-        }
-        match rec.relay.admit(&cfg, now, datagram.len()) {
-            Admit::Forward => {
-                rec.expires = rec.expires.max(now + cfg.idle_timeout);
-                if !rec.relaying {
-                    rec.relaying = true;
-                    self.relaying += 1;
-                    self.stats.relay_sessions += 1;
-                }
-                self.stats.relayed_packets += 1;
-                self.stats.relayed_bytes += datagram.len() as u64;
-                Some(to)
-            }
-            Admit::OverRate => {
-                self.stats.relay_dropped += 1;
-                None
-            }
-            Admit::Close(reason) => {
-                rec.relay_closed = Some(reason.clone());
-                self.stats.relay_dropped += 1;
-                self.send(
-                    to,
-                    &Frame::RelayClosed {
-                        session,
-                        reason: reason.clone(),
-                    },
-                );
-                self.send(from, &Frame::RelayClosed { session, reason });
-                None
-            }
-        }
     }
 
     /// `a` and `b` are the same peer: one address, or its two families' addresses.
