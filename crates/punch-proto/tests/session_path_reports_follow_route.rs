@@ -178,7 +178,7 @@ fn the_relay_back_after_a_server_restart_is_told() {
                     .position(|r| matches!(r, PathReason::RelayClosed(_)));
                 if let Some(i) = closed {
                     runs_closed += 1;
-                    if reasons[i + 1..].first() == Some(&&PathReason::Reintroduced) {
+                    if reasons.get(i + 1) == Some(&&PathReason::Reintroduced) {
                         told_back += 1;
                     }
                 }

@@ -6,9 +6,9 @@
 //! the relay forwards no ECN marks, and a socket bound to one address answers from that
 //! address. Building them costs the kernel two control messages per datagram: turning
 //! them off saved a median 5 % (1 to 21 %) of the server's CPU time per STUN request in
-//! six paired runs on loopback, so a socket bound to one address does. A wildcard bind keeps them: on a host with several
-//! addresses the destination address is what a reply's source must be. GRO stays on (the
-//! relay's trains arrive coalesced).
+//! six paired runs on loopback, so a socket bound to one address does. A wildcard bind
+//! keeps them: on a host with several addresses the destination address is what a
+//! reply's source must be. GRO stays on (the relay's trains arrive coalesced).
 //!
 //! Owns nothing but that choice; the sockets belong to [`super::send::Outs`].
 

@@ -1,11 +1,11 @@
 //! The one UDP socket a punch client owns, shared by every protocol.
 //!
-//! Owns the kernel socket, the receive loop (module `recv`) that tells protocols apart by their
-//! first byte (RFC 7983 style), and the [`quinn::AsyncUdpSocket`] face quinn sends and receives
-//! through. Rendezvous frames, STUN and punch probes go to a control channel; QUIC
-//! datagrams (first byte 64..=255, the QUIC bit is never greased) go to quinn. Because all
-//! of them leave through this one socket, the NAT mapping the server observed is exactly
-//! the one a peer punches toward.
+//! Owns the kernel socket, the receive loop (module `recv`) that tells protocols apart by
+//! their first byte (RFC 7983 style), and the [`quinn::AsyncUdpSocket`] face quinn sends
+//! and receives through. Rendezvous frames, STUN and punch probes go to a control
+//! channel; QUIC datagrams (first byte 64..=255, the QUIC bit is never greased) go to
+//! quinn. Because all of them leave through this one socket, the NAT mapping the server
+//! observed is exactly the one a peer punches toward.
 //!
 //! Datagrams move in batches, since system calls are most of the cost of a bulk
 //! transfer: the receive loop reads many per call (recvmmsg, and GRO trains of one

@@ -68,12 +68,10 @@ pub(super) async fn recv_loop(
         let mut copied = 0;
         for (i, (m, buf)) in meta.iter().zip(storage.chunks(slot)).enumerate().take(n) {
             let data = &buf[..m.len.min(buf.len())];
-            let direct = |d: &[u8]| {
-                d.first()
-                    .is_some_and(|&b| b != wire::RELAY_TAG && is_quic(b))
-            };
+            // QUIC's first bytes lie above the relay tag's, so this is direct QUIC alone.
+            let quic = |d: &[u8]| d.first().is_some_and(|&b| is_quic(b));
             in_place[i] =
-                lent.is_some() && !data.is_empty() && data.chunks(m.stride.max(1)).all(direct);
+                lent.is_some() && !data.is_empty() && data.chunks(m.stride.max(1)).all(quic);
             if !in_place[i] {
                 copied += data.len();
             }
