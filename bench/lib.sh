@@ -61,6 +61,9 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # cpu_split PID: user and system clock ticks of a process, apart ("USER SYSTEM").
 cpu_split() { awk '{print $14, $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
+# machine_ticks: clock ticks every CPU of the machine spent busy (user, nice, system, irq,
+# softirq, steal: /proc/stat), summed over the CPUs.
+machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 # rss_kib PID: resident memory in KiB.
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
