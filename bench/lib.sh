@@ -61,9 +61,18 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # cpu_split PID: user and system clock ticks of a process, apart ("USER SYSTEM").
 cpu_split() { awk '{print $14, $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
-# machine_ticks: clock ticks every CPU of the machine spent busy (user, nice, system, irq,
-# softirq, steal: /proc/stat), summed over the CPUs.
-machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+# machine_ticks: clock ticks of every CPU of the machine, summed over the CPUs (/proc/stat),
+# as "BUSY STEAL TOTAL": busy is user, nice, system, irq and softirq; steal is time a
+# virtual machine's CPU was ready to run but its hypervisor ran something else (not busy,
+# not idle: a shared host's contention); total is every kind of tick.
+machine_ticks() {
+  awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print $2 + $3 + $4 + $7 + $8, $9, t}' /proc/stat
+}
+# steal_pct BEFORE AFTER: the share of CPU time stolen between two machine_ticks readings (%).
+steal_pct() {
+  awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); d = y[3] - x[3];
+    printf "%.1f", (d > 0 ? (y[2] - x[2]) * 100 / d : 0) }'
+}
 # rss_kib PID: resident memory in KiB.
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
