@@ -367,16 +367,18 @@ pub fn verify_frame(frame: &Frame) -> bool {
     signed_parts(frame).is_some_and(|(msg, key, sig)| verify_message(&msg, key, sig))
 }
 
-/// What the server does with a registration ([`RegisterGate::check`]).
+/// What the server does with a registration ([`RegisterGate::admit`], then the registry's
+/// signature check).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
     /// Over its step's per-source limit: dropped (UDP) or answered `Busy` (TCP).
     Limited,
     /// No nonce sent to this address lately: answer with a challenge carrying this one.
     Challenge(Nonce),
-    /// The nonce is good, the signature is not the key's: refuse.
+    /// Not a registration, or its signature is not the key's: refuse.
     BadSignature,
-    /// Signed by its key over a nonce this address received: take it.
+    /// Over a nonce this address received: take it if signed by its key (checked, or
+    /// known from the record's last signed bytes).
     Accept,
 }
 
@@ -403,16 +405,9 @@ impl RegisterGate {
         }
     }
 
-    /// Judge `register` (a [`Frame::Register`]; anything else is refused) from `from`.
-    pub fn check(&mut self, now: Instant, from: SocketAddr, register: &Frame) -> Gate {
-        match self.admit(now, from, register) {
-            Gate::Accept if !verify_frame(register) => Gate::BadSignature,
-            gate => gate,
-        }
-    }
-
-    /// The cheap steps of [`RegisterGate::check`] (the limit, the nonce): `Accept` here
-    /// means the signature is still to be checked.
+    /// The cheap steps of judging `register` (a [`Frame::Register`]; anything else is
+    /// refused) from `from`: the limit and the nonce. `Accept` here means the signature
+    /// is still to be checked ([`verify_frame`], [`Unchecked::check_all`]).
     pub fn admit(&mut self, now: Instant, from: SocketAddr, register: &Frame) -> Gate {
         let Frame::Register { nonce, .. } = register else {
             return Gate::BadSignature;

@@ -12,6 +12,11 @@
 //! assist-listener connection sends exactly one [`Frame::TcpAssist`]. A registration lives as
 //! long as its control connection and its keepalives (re-sent `Register`s). Everything is
 //! bounded ([`TcpRegistryConfig`]); a connection that breaks the protocol is closed.
+//!
+//! A keepalive repeats the last signed registration byte for byte (same nonce, and
+//! Ed25519 signatures are deterministic): as over UDP ([`crate::rendezvous`]), bytes whose
+//! digest is the record's last signed one ([`auth::signed_digest`]) are taken without a
+//! second signature check; anything else is checked.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -21,7 +26,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::framing::{encode_framed, prefixed};
-use crate::auth::{Gate, RegisterGate};
+use crate::auth::{self, Gate, RegisterGate, SignedDigest};
 use crate::owners::{self, Owners, OwnersConfig, SharedOwners};
 use crate::ratelimit::{self, Limiter, RateLimit};
 use crate::rendezvous::ErrorCounts;
@@ -139,6 +144,9 @@ pub struct TcpStats {
     pub challenged: u64,
     /// Registrations refused for a signature that is not their key's.
     pub bad_signatures: u64,
+    /// Registrations taken without a second signature check: byte for byte the last
+    /// signed registration the record took (a keepalive).
+    pub signatures_known: u64,
     /// Version-1 (unsigned) registrations told to upgrade.
     pub legacy_refused: u64,
     /// Requests answered with an error, per code.
@@ -173,6 +181,8 @@ struct Peer {
     key: KeyBytes,
     conn: ConnId,
     expires: Instant,
+    /// Digest of the last signed registration taken: the same bytes again need no check.
+    signed: SignedDigest,
 }
 
 #[derive(Debug, Clone)]
@@ -416,27 +426,42 @@ impl TcpRegistry {
         }
     }
 
-    /// A registration: through the gate (limits, nonce, signature), as over UDP.
+    /// A registration: through the gate (limits, nonce, signature), as over UDP. The
+    /// signature is checked unless the bytes are the record's last signed ones.
     fn on_register(&mut self, now: Instant, conn: ConnId, remote: SocketAddr, register: Frame) {
-        let gate = self.gate.check(now, remote, &register);
-        let Frame::Register { txn, name, key, .. } = register else {
+        let gate = self.gate.admit(now, remote, &register);
+        let Frame::Register { txn, ref name, .. } = register else {
             return;
         };
         match gate {
+            Gate::Accept => {
+                let digest = auth::signed_digest(&register);
+                if self.peers.get(name).is_some_and(|p| p.signed == digest) {
+                    self.stats.signatures_known += 1;
+                } else if !auth::verify_frame(&register) {
+                    return self.bad_signature(conn, txn);
+                }
+                if let Frame::Register { name, key, .. } = register {
+                    self.register(now, conn, remote, txn, name, key, digest);
+                }
+            }
             Gate::Limited => self.limited(conn, txn),
             Gate::Challenge(nonce) => {
                 self.stats.challenged += 1;
                 self.send(conn, &Frame::Challenge { txn, nonce });
             }
-            Gate::BadSignature => {
-                self.stats.bad_signatures += 1;
-                let detail = "the registration is not signed by its key";
-                self.error(conn, txn, ErrorCode::BadSignature, detail);
-            }
-            Gate::Accept => self.register(now, conn, remote, txn, name, key),
+            Gate::BadSignature => self.bad_signature(conn, txn),
         }
     }
 
+    /// A registration whose signature is not its key's.
+    fn bad_signature(&mut self, conn: ConnId, txn: u64) {
+        self.stats.bad_signatures += 1;
+        let detail = "the registration is not signed by its key";
+        self.error(conn, txn, ErrorCode::BadSignature, detail);
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn register(
         &mut self,
         now: Instant,
@@ -445,6 +470,7 @@ impl TcpRegistry {
         txn: u64,
         name: String,
         key: KeyBytes,
+        signed: SignedDigest,
     ) {
         if let Some(Role::Control { name: old }) = self.conns.get(&conn).map(|c| &c.role) {
             if *old != name {
@@ -477,6 +503,7 @@ impl TcpRegistry {
                 key,
                 conn,
                 expires: now + self.cfg.registration_ttl,
+                signed,
             },
         );
         if let Some(c) = self.conns.get_mut(&conn) {

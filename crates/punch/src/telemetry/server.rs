@@ -184,9 +184,9 @@ fn describe() {
     );
     describe_counter!(
         SIGNATURES_KNOWN,
-        "UDP registrations taken without checking their signature again: byte for byte the \
-         last signed registration the record took over that family (a refresh over the \
-         nonce already signed)."
+        "Registrations taken without checking their signature again: byte for byte the \
+         last signed registration the record took (over that family on UDP; a refresh over \
+         the nonce already signed)."
     );
     describe_counter!(
         MALFORMED,
@@ -236,6 +236,7 @@ struct RegistryCounts<'a> {
     challenged: u64,
     legacy_refused: u64,
     relays_opened: u64,
+    signatures_known: u64,
 }
 
 /// The handles both servers have, labelled with their transport.
@@ -250,6 +251,7 @@ struct TransportMetrics {
     relay_sessions: Gauge,
     relay_opened: Counter,
     relayed_bytes: Counter,
+    signatures_known: Counter,
 }
 
 impl TransportMetrics {
@@ -267,6 +269,7 @@ impl TransportMetrics {
             relay_sessions: gauge!(RELAY_SESSIONS, "transport" => t),
             relay_opened: counter!(RELAY_SESSIONS_OPENED, "transport" => t),
             relayed_bytes: counter!(RELAYED_BYTES, "transport" => t),
+            signatures_known: counter!(SIGNATURES_KNOWN, "transport" => t),
         }
     }
 
@@ -279,6 +282,7 @@ impl TransportMetrics {
         self.challenges.absolute(reg.challenged);
         self.legacy.absolute(reg.legacy_refused);
         self.relay_opened.absolute(reg.relays_opened);
+        self.signatures_known.absolute(reg.signatures_known);
     }
 }
 
@@ -292,7 +296,6 @@ pub struct UdpMetrics {
     ready: Histogram,
     relayed_datagrams: Counter,
     relay_dropped: Counter,
-    signatures_known: Counter,
     malformed: Counter,
     limited_stun: Counter,
     limited_register: Counter,
@@ -317,7 +320,6 @@ impl UdpMetrics {
             ready: histogram!(INTRODUCTION_READY),
             relayed_datagrams: counter!(RELAYED_DATAGRAMS),
             relay_dropped: counter!(DROPPED_DATAGRAMS, "reason" => "relay"),
-            signatures_known: counter!(SIGNATURES_KNOWN),
             malformed: counter!(MALFORMED),
             limited_stun: limited("stun"),
             limited_register: limited("register"),
@@ -356,6 +358,7 @@ impl UdpMetrics {
             challenged: reg.challenged,
             legacy_refused: reg.legacy_refused,
             relays_opened: reg.relay_sessions,
+            signatures_known: reg.signatures_known,
         };
         self.common.publish(counts, registrations);
         self.common.relay_sessions.set(relays as f64);
@@ -364,7 +367,6 @@ impl UdpMetrics {
         self.intro_timeouts.absolute(reg.intro_timeouts);
         self.relayed_datagrams.absolute(reg.relayed_packets);
         self.relay_dropped.absolute(reg.relay_dropped);
-        self.signatures_known.absolute(reg.signatures_known);
         self.malformed.absolute(io.malformed);
         self.limited_stun.absolute(io.stun_limited);
         self.limited_register.absolute(reg.register_limited);
@@ -481,6 +483,7 @@ impl TcpMetrics {
             challenged: reg.challenged,
             legacy_refused: reg.legacy_refused,
             relays_opened: reg.relays,
+            signatures_known: reg.signatures_known,
         };
         self.common.publish(counts, registrations);
         self.limited.absolute(reg.rate_limited);
@@ -543,7 +546,7 @@ mod tests {
             "punch_server_errors_total{transport=\"udp\",code=\"unknown_peer\"} 1",
             "punch_server_errors_total{transport=\"udp\",code=\"busy\"} 0",
             "punch_server_rate_limited_total{limit=\"stun\"} 2",
-            "punch_server_signatures_known_total 7",
+            "punch_server_signatures_known_total{transport=\"udp\"} 7",
             "punch_server_registrations{transport=\"udp\"} 3",
             "punch_server_relay_sessions{transport=\"udp\"} 1",
             "punch_server_introduction_ready_seconds_bucket{le=\"0.05\"} 1",
@@ -564,6 +567,7 @@ mod tests {
             introductions: 2,
             relays: 1,
             challenged: 3,
+            signatures_known: 8,
             ..TcpStats::default()
         };
         reg.errors.add(ErrorCode::Busy);
@@ -574,6 +578,7 @@ mod tests {
             "punch_server_introductions_total{transport=\"tcp\"} 2",
             "punch_server_relay_sessions_opened_total{transport=\"tcp\"} 1",
             "punch_server_challenges_total{transport=\"tcp\"} 3",
+            "punch_server_signatures_known_total{transport=\"tcp\"} 8",
             "punch_server_errors_total{transport=\"tcp\",code=\"busy\"} 1",
             "punch_server_tcp_connections 7",
         ];
