@@ -9,23 +9,11 @@ use std::time::Instant;
 
 use punch_proto::auth::Signature;
 use punch_proto::ratelimit::RateLimit;
-use punch_proto::tcp::framing::FrameReader;
-use punch_proto::tcp::registry::{Action, ConnId, Listener, TcpRegistry, TcpRegistryConfig};
+use punch_proto::tcp::registry::{ConnId, Listener, TcpRegistry, TcpRegistryConfig};
 use punch_proto::wire::{ErrorCode, Frame};
 
-fn answers(r: &mut TcpRegistry) -> Vec<Frame> {
-    let mut out = Vec::new();
-    while let Some(a) = r.poll_action() {
-        if let Action::Send(_, bytes) = a {
-            let mut reader = FrameReader::new();
-            reader.push(&bytes);
-            if let Ok(Some(f)) = reader.next_frame() {
-                out.push(f);
-            }
-        }
-    }
-    out
-}
+mod tcp_common;
+use tcp_common::answers;
 
 fn register(r: &mut TcpRegistry, now: Instant, id: u64, from: SocketAddr) {
     r.handle_open(now, ConnId(id), Listener::Main, from);

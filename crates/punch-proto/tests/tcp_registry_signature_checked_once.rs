@@ -8,26 +8,13 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use punch_proto::auth::{RegisterRequest, Signature, SigningKey, NO_NONCE};
-use punch_proto::tcp::framing::FrameReader;
-use punch_proto::tcp::registry::{Action, ConnId, Listener, TcpRegistry, TcpRegistryConfig};
+use punch_proto::tcp::registry::{ConnId, Listener, TcpRegistry, TcpRegistryConfig};
 use punch_proto::wire::{ErrorCode, Frame};
 
-const REMOTE: &str = "198.51.100.7:40000";
+mod tcp_common;
+use tcp_common::answers;
 
-/// The frames the registry wrote, in order.
-fn answers(r: &mut TcpRegistry) -> Vec<Frame> {
-    let mut out = Vec::new();
-    while let Some(a) = r.poll_action() {
-        if let Action::Send(_, bytes) = a {
-            let mut reader = FrameReader::new();
-            reader.push(&bytes);
-            while let Ok(Some(f)) = reader.next_frame() {
-                out.push(f);
-            }
-        }
-    }
-    out
-}
+const REMOTE: &str = "198.51.100.7:40000";
 
 /// Feed `frame` on the control connection; its one answer.
 fn answer(r: &mut TcpRegistry, now: Instant, frame: Frame) -> Frame {
