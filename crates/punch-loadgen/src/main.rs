@@ -7,7 +7,9 @@
 //!   Register, the server's Challenge, the Register signed over its nonce), each from its
 //!   own loopback address and port, then one refresh round ([`register`]);
 //! - `quic-plain`: a plain quinn connection between two hosts, the reference for punch's
-//!   connect time ([`quic`]).
+//!   connect time ([`quic`]);
+//! - `sigcheck`: the server's signature check alone on real signed registrations, the
+//!   floor under the server's CPU per registration ([`sigcheck`]).
 //!
 //! Each prints one JSON line on stdout; progress and errors go to stderr. It does not start
 //! the servers it loads nor read their CPU or memory: the `bench/` scripts do that.
@@ -16,6 +18,7 @@ mod latency;
 mod mmsg;
 mod quic;
 mod register;
+mod sigcheck;
 mod stun;
 
 use anyhow::Result;
@@ -29,6 +32,7 @@ use clap::{Parser, Subcommand};
     after_help = "Examples:\n  \
       punch-loadgen stun --server 127.0.0.1:3478 --sockets 64 --duration 10 --window 16\n  \
       punch-loadgen register --server 127.0.0.1:3478 --clients 100000 --rate 0\n  \
+      punch-loadgen sigcheck --signatures 2048 --batch 32\n  \
       punch-loadgen quic-plain server --listen 0.0.0.0:4433\n  \
       punch-loadgen quic-plain client --server 192.0.2.66:4433 --key KEY"
 )]
@@ -45,6 +49,9 @@ enum Command {
     /// N simulated clients register with a punch server (challenge, signed registration)
     /// from distinct loopback addresses, then refresh once; prints registrations/s.
     Register(register::RegisterArgs),
+    /// The server's Ed25519 check of signed registrations alone, in batches as the server
+    /// checks them; prints microseconds per signature (no network).
+    Sigcheck(sigcheck::SigcheckArgs),
     /// A plain QUIC connection (no rendezvous, no punching): the reference for connect time.
     QuicPlain {
         #[command(subcommand)]
@@ -57,6 +64,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Stun(args) => stun::run(args),
         Command::Register(args) => register::run(args),
+        Command::Sigcheck(args) => sigcheck::run(args),
         Command::QuicPlain { side } => quic::run(side),
     }
 }

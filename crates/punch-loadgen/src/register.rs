@@ -227,7 +227,7 @@ fn check(args: &RegisterArgs) -> Result<SocketAddrV4> {
 }
 
 /// `n` key pairs from `seed`, made on every core.
-fn keys(n: usize, seed: u64) -> Vec<SigningKey> {
+pub fn keys(n: usize, seed: u64) -> Vec<SigningKey> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let seeds: Vec<[u8; 32]> = (0..n)
         .map(|_| {
