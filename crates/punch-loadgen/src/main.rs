@@ -21,8 +21,22 @@ mod register;
 mod sigcheck;
 mod stun;
 
-use anyhow::Result;
+use std::ops::RangeInclusive;
+
+use anyhow::{ensure, Result};
 use clap::{Parser, Subcommand};
+
+/// The option `flag`'s `value` must lie in `range`; the error names the option, the range
+/// and what was given. The subcommands check their counts with it before anything runs.
+pub(crate) fn within(flag: &str, value: usize, range: RangeInclusive<usize>) -> Result<()> {
+    ensure!(
+        range.contains(&value),
+        "{flag} must be {} to {}, got {value}",
+        range.start(),
+        range.end()
+    );
+    Ok(())
+}
 
 /// Load generator for punch's benchmarks (see bench/run).
 #[derive(Parser, Debug)]

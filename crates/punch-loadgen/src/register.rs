@@ -31,6 +31,7 @@ use socket2::Socket;
 
 use crate::latency::Histogram;
 use crate::mmsg::{self, BatchReceiver};
+use crate::within;
 
 /// A client without an answer this long after its last request is counted lost.
 pub const TIMEOUT: Duration = Duration::from_secs(3);
@@ -175,21 +176,9 @@ fn check(args: &RegisterArgs) -> Result<SocketAddrV4> {
     let SocketAddr::V4(server) = args.server else {
         bail!("--server must be an IPv4 address, got {}", args.server);
     };
-    ensure!(
-        (1..=MAX_CLIENTS).contains(&args.clients),
-        "--clients must be 1 to {MAX_CLIENTS}, got {}",
-        args.clients
-    );
-    ensure!(
-        (1..=1024).contains(&args.sockets),
-        "--sockets must be 1 to 1024, got {}",
-        args.sockets
-    );
-    ensure!(
-        (1..=65536).contains(&args.window),
-        "--window must be 1 to 65536, got {}",
-        args.window
-    );
+    within("--clients", args.clients, 1..=MAX_CLIENTS)?;
+    within("--sockets", args.sockets, 1..=1024)?;
+    within("--window", args.window, 1..=65536)?;
     ensure!(
         args.rate.is_finite() && args.rate >= 0.0,
         "--rate must be a number of requests per second (0: no limit), got {}",

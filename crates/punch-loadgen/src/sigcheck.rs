@@ -16,6 +16,7 @@ use punch_proto::wire::Frame;
 use serde_json::json;
 
 use crate::register::keys;
+use crate::within;
 
 /// Options of `punch-loadgen sigcheck`.
 #[derive(Args, Debug)]
@@ -36,22 +37,9 @@ pub struct SigcheckArgs {
 }
 
 fn check(args: &SigcheckArgs) -> Result<()> {
-    ensure!(
-        (1..=1_000_000).contains(&args.signatures),
-        "--signatures must be 1 to 1000000, got {}",
-        args.signatures
-    );
-    ensure!(
-        (1..=4096).contains(&args.batch),
-        "--batch must be 1 to 4096, got {}",
-        args.batch
-    );
-    ensure!(
-        (1..=1000).contains(&args.passes),
-        "--passes must be 1 to 1000, got {}",
-        args.passes
-    );
-    Ok(())
+    within("--signatures", args.signatures, 1..=1_000_000)?;
+    within("--batch", args.batch, 1..=4096)?;
+    within("--passes", args.passes, 1..=1000)
 }
 
 /// `n` signed `Register` frames, as clients send them after the server's challenge.

@@ -21,6 +21,7 @@ use socket2::Socket;
 
 use crate::latency::Histogram;
 use crate::mmsg::{self, BatchReceiver, BatchSender};
+use crate::within;
 
 /// A request unanswered this long is counted lost and its window slot reused.
 pub const TIMEOUT: Duration = Duration::from_secs(1);
@@ -71,16 +72,8 @@ fn check(args: &StunArgs) -> Result<SocketAddrV4> {
     let SocketAddr::V4(server) = args.server else {
         bail!("--server must be an IPv4 address, got {}", args.server);
     };
-    ensure!(
-        (1..=4096).contains(&args.sockets),
-        "--sockets must be 1 to 4096, got {}",
-        args.sockets
-    );
-    ensure!(
-        (1..=1024).contains(&args.window),
-        "--window must be 1 to 1024, got {}",
-        args.window
-    );
+    within("--sockets", args.sockets, 1..=4096)?;
+    within("--window", args.window, 1..=1024)?;
     ensure!(
         args.duration.is_finite() && args.duration > 0.0 && args.duration <= 3600.0,
         "--duration must be between 0 and 3600 seconds, got {}",
