@@ -136,6 +136,19 @@ lab_down() {
 # inns NODE CMD...: run CMD in the lab's namespace NODE (a, b, srv, ...).
 inns() { local n=$1; shift; ip netns exec "$LAB_P-$n" "$@"; }
 
+# quic_plain_up DIR: start the plain QUIC reference's server (one connection) on host b,
+# behind router b's forwarded port 4433; sets QP_PID (stop it with `stop "$QP_PID"`) and
+# QP_KEY, the key its client must be given.
+QUIC_SRV="$BIN/punch-loadgen quic-plain server --listen 0.0.0.0:4433"
+quic_plain_up() {
+  local dir=$1
+  : >"$dir/qs.out"   # empty before the start: wait_for must not read the last run's
+  inns b $QUIC_SRV >"$dir/qs.out" 2>"$dir/qs.err" &
+  QP_PID=$!
+  wait_for "$dir/qs.out" '"key"' 10 || { cat "$dir/qs.err" >&2; die "quic-plain server did not start"; }
+  QP_KEY=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["key"])' "$dir/qs.out")
+}
+
 # first_error FILE: the error line of a failed run's stderr (not its backtrace), as JSON.
 first_error() {
   python3 - "$1" <<'PY'

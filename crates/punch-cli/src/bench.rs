@@ -214,7 +214,12 @@ async fn push(
                 anyhow::ensure!(got == bytes, "peer received {got} of {bytes} bytes");
                 datagrams = conn.stats().udp_tx.datagrams - before;
             }
-            (stamp, secs, Some(datagrams), Some(quic_stats(&conn)))
+            (
+                stamp,
+                secs,
+                Some(datagrams),
+                Some(punch::telemetry::quic_stats(&conn)),
+            )
         }
         None => {
             let link = pc.into_tcp().context("neither QUIC nor TCP")?;
@@ -264,15 +269,4 @@ async fn push(
                "remote": path.map(|p| p.remote.to_string())})
     );
     Ok(())
-}
-
-/// What QUIC saw of the whole connection, for reading a throughput figure: round trip,
-/// congestion window, losses, and datagrams per system call each way.
-fn quic_stats(conn: &quinn::Connection) -> serde_json::Value {
-    let s = conn.stats();
-    json!({"rtt_us": s.path.rtt.as_micros() as u64, "cwnd": s.path.cwnd,
-           "mtu": s.path.current_mtu, "lost_packets": s.path.lost_packets,
-           "congestion_events": s.path.congestion_events,
-           "tx_datagrams": s.udp_tx.datagrams, "tx_ios": s.udp_tx.ios,
-           "rx_datagrams": s.udp_rx.datagrams, "rx_ios": s.udp_rx.ios})
 }

@@ -138,3 +138,76 @@ fn stun_and_register_counts_add_up() {
     drop(stop);
     thread.join().expect("server thread");
 }
+
+#[test]
+fn quic_plain_delivers_the_bulk_it_reports() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let mut server = Command::new(env!("CARGO_BIN_EXE_punch-loadgen"))
+        .args([
+            "quic-plain",
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--count",
+            "2",
+            "--timeout",
+            "20",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the quic-plain server");
+    let mut first = String::new();
+    BufReader::new(server.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("the server's first line");
+    let hello: serde_json::Value = serde_json::from_str(&first).expect("JSON");
+    let (addr, key) = (
+        hello["listening"].as_str().expect("listening").to_string(),
+        hello["key"].as_str().expect("key").to_string(),
+    );
+
+    // Checked before anything is sent: the server still waits for two connections.
+    let out = Command::new(env!("CARGO_BIN_EXE_punch-loadgen"))
+        .args(["quic-plain", "client", "--server", &addr, "--key", &key])
+        .args(["--mib", "2000000"])
+        .output()
+        .expect("run punch-loadgen");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--mib must be 0 to 1048576"), "{err}");
+
+    // Without --mib: the first byte only.
+    let plain = loadgen(&["quic-plain", "client", "--server", &addr, "--key", &key]);
+    assert!(plain["first_byte_ms"].as_f64().expect("first byte") > 0.0);
+    assert!(plain.get("bytes").is_none(), "{plain}");
+
+    let bulk = loadgen(&[
+        "quic-plain",
+        "client",
+        "--server",
+        &addr,
+        "--key",
+        &key,
+        "--mib",
+        "3",
+    ]);
+    // The client checks the server's count against what it pushed before it prints.
+    assert_eq!(n(&bulk, "bytes"), 3 * 1024 * 1024, "{bulk}");
+    let (secs, mb_s) = (bulk["secs"].as_f64(), bulk["mb_s"].as_f64());
+    assert!(secs.is_some_and(|s| s > 0.0), "{bulk}");
+    assert!(mb_s.is_some_and(|r| r > 0.0), "{bulk}");
+    // At least the bulk's bytes left in datagrams of at most 1500 bytes.
+    assert!(
+        n(&bulk["quic"], "tx_datagrams") >= 3 * 1024 * 1024 / 1500,
+        "{bulk}"
+    );
+
+    let status = server.wait().expect("server exit");
+    assert!(
+        status.success(),
+        "the server served both connections and exited"
+    );
+}

@@ -88,8 +88,9 @@ struct Io {
     default_hops: u32,
 }
 
-/// Receive and send buffer asked for on the client's socket.
-const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+/// Receive and send buffer asked for on the client's socket (public so that a benchmark's
+/// plain QUIC reference can ask for the same).
+pub const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 
 /// Hop limit assumed when the kernel does not say (Linux's default for both families).
 const DEFAULT_HOPS: u32 = 64;

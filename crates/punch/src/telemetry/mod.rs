@@ -10,6 +10,9 @@
 //!
 //! Without an installed recorder every metric handle is a no-op, so the server and the
 //! client cost nothing extra when metrics are off.
+//!
+//! Also here: [`quic_stats`], one QUIC connection's statistics as the JSON the benchmark
+//! tools print (`punch bench` and `punch-loadgen quic-plain`), so both say the same.
 
 pub mod client;
 mod http;
@@ -46,6 +49,18 @@ pub enum MetricsError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What `conn`'s QUIC statistics say so far, as JSON: round trip (µs), congestion window,
+/// path MTU, packets lost, congestion events, and UDP datagrams and system calls each way
+/// (datagrams per call show GSO and GRO at work).
+pub fn quic_stats(conn: &quinn::Connection) -> serde_json::Value {
+    let s = conn.stats();
+    serde_json::json!({"rtt_us": s.path.rtt.as_micros() as u64, "cwnd": s.path.cwnd,
+           "mtu": s.path.current_mtu, "lost_packets": s.path.lost_packets,
+           "congestion_events": s.path.congestion_events,
+           "tx_datagrams": s.udp_tx.datagrams, "tx_ios": s.udp_tx.ios,
+           "rx_datagrams": s.udp_rx.datagrams, "rx_ios": s.udp_rx.ios})
 }
 
 /// A recorder with our histogram buckets, not installed: for [`install`], and for tests
