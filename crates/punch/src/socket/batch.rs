@@ -1,14 +1,75 @@
 //! Receive-side bookkeeping of the demultiplexing socket: QUIC datagrams batched into runs
-//! for quinn, the receive buffers lent to quinn with direct datagrams still in them,
+//! for quinn, the count of them queued and the receive loop's backpressure on it
+//! ([`Backlog`]), the receive buffers lent to quinn with direct datagrams still in them,
 //! relayed datagrams parked until their session is known, and the one-entry lookup cache
 //! of a receive batch.
 //!
 //! Owns plain data structures only; the socket and its loops are the parent module's.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use super::GRO_BUF;
+use tokio::sync::Notify;
+
+use super::{GRO_BUF, QUIC_QUEUE};
+
+/// How long the receive loop waits for quinn to make room before it reads anyway
+/// ([`Backlog::room_for`]).
+pub(super) const ROOM_WAIT: Duration = Duration::from_millis(20);
+
+/// The QUIC datagrams queued for quinn (at most [`QUIC_QUEUE`]), and the receive loop's
+/// backpressure on them. While quinn is behind, the loop does not read: datagrams wait in
+/// the kernel's receive buffer (4 MiB asked for, where an overflow is counted as a receive
+/// buffer error) instead of being read only to be dropped at the queue's end (where no
+/// counter sees them). A burst as large as a QUIC flow-control window then arrives whole:
+/// with stream windows of 2.5 MB instead of quinn's 1.25 MB, reading and dropping lost
+/// 800 to 2,700 packets per 1000 MiB relayed in the lab, waiting lost none. A quinn that
+/// takes nothing for [`ROOM_WAIT`] (an endpoint no longer polled) does not hold the loop:
+/// it reads and drops as before until quinn takes some again, so control datagrams keep
+/// flowing.
+#[derive(Default)]
+pub(super) struct Backlog {
+    queued: AtomicUsize,
+    /// A permit each time quinn takes datagrams.
+    room: Notify,
+    /// quinn let [`ROOM_WAIT`] pass without taking any; cleared when it takes some.
+    stalled: AtomicBool,
+}
+
+impl Backlog {
+    /// Datagrams queued now.
+    pub(super) fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn add(&self, n: usize) {
+        self.queued.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` datagrams left the queue (quinn took them, or they were never queued).
+    pub(super) fn take(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::Relaxed);
+        self.stalled.store(false, Ordering::Relaxed);
+        self.room.notify_one();
+    }
+
+    /// Until `n` more datagrams fit in the queue, or quinn took none for [`ROOM_WAIT`]
+    /// (then at once, until it takes some again).
+    pub(super) async fn room_for(&self, n: usize) {
+        let n = n.min(QUIC_QUEUE);
+        let deadline = tokio::time::Instant::now() + ROOM_WAIT;
+        while !self.stalled.load(Ordering::Relaxed) && self.queued() + n > QUIC_QUEUE {
+            if tokio::time::timeout_at(deadline, self.room.notified())
+                .await
+                .is_err()
+            {
+                self.stalled.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+}
 
 /// Most receive buffers in existence for lending at once (in quinn's queue or free).
 /// Beyond that the receive loop copies datagrams out of its own buffer, so memory stays
@@ -307,5 +368,57 @@ mod tests {
         assert_eq!(p.items.len() + ones.len(), PARKED_MAX);
         assert!(p.take(1).is_empty(), "taken once");
         assert!(p.take(3).is_empty());
+    }
+
+    /// The receive loop waits while a read could overflow the queue, goes on as soon as
+    /// quinn takes enough, and does not wait on a quinn that takes nothing (virtual time).
+    #[tokio::test(start_paused = true)]
+    async fn the_receive_loop_waits_for_room_but_not_on_a_stalled_quinn() {
+        let b = Arc::new(Backlog::default());
+        // Room: no wait at all.
+        b.add(QUIC_QUEUE - 100);
+        let t0 = tokio::time::Instant::now();
+        b.room_for(100).await;
+        assert_eq!(t0.elapsed(), Duration::ZERO);
+
+        // No room: waits until quinn takes enough, and not longer.
+        b.add(50);
+        let waiter = tokio::spawn({
+            let b = b.clone();
+            async move {
+                let t = tokio::time::Instant::now();
+                b.room_for(100).await;
+                t.elapsed()
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(!waiter.is_finished(), "a read of 100 would not fit");
+        b.take(20); // still 30 short: keeps waiting
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(!waiter.is_finished(), "20 taken, 30 short");
+        b.take(30);
+        let waited = waiter.await.unwrap();
+        assert_eq!(waited, Duration::from_millis(10));
+        assert_eq!(b.queued(), QUIC_QUEUE - 100);
+
+        // quinn takes nothing: one wait of ROOM_WAIT, then none until it takes some.
+        b.add(100);
+        let t = tokio::time::Instant::now();
+        b.room_for(100).await;
+        assert_eq!(t.elapsed(), ROOM_WAIT);
+        let t = tokio::time::Instant::now();
+        b.room_for(100).await;
+        assert_eq!(t.elapsed(), Duration::ZERO, "stalled: no second wait");
+        b.take(10);
+        b.add(10);
+        let t = tokio::time::Instant::now();
+        b.room_for(100).await;
+        assert_eq!(t.elapsed(), ROOM_WAIT, "quinn took some: waiting again");
+
+        // A read larger than the whole queue waits only for an empty one.
+        b.take(QUIC_QUEUE);
+        let t = tokio::time::Instant::now();
+        b.room_for(QUIC_QUEUE * 2).await;
+        assert_eq!(t.elapsed(), Duration::ZERO);
     }
 }

@@ -26,7 +26,6 @@ use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 
@@ -41,7 +40,7 @@ mod batch;
 pub mod family;
 mod recv;
 
-use batch::{Parked, Pool, QuicBatch};
+use batch::{Backlog, Parked, Pool, QuicBatch};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, trace};
@@ -49,7 +48,9 @@ use tracing::{debug, trace};
 /// Largest datagram received. QUIC and punch frames stay far below; anything longer is
 /// truncated by the kernel and then rejected by the codecs.
 pub const MAX_DATAGRAM: usize = 2048;
-/// Datagrams queued for quinn before new ones are dropped (as a congested link would).
+/// Datagrams queued for quinn. The receive loop waits for room before it reads more (they
+/// wait in the kernel's buffer); those that still do not fit are dropped, as a congested
+/// link would.
 pub const QUIC_QUEUE: usize = 1024;
 /// Control datagrams queued before new ones are dropped.
 pub const CONTROL_QUEUE: usize = 1024;
@@ -159,8 +160,9 @@ struct Inner {
     quic_rx: Mutex<QuicRx>,
     /// Feeds quinn; also used to hand over parked datagrams.
     quic_tx: mpsc::Sender<QuicBatch>,
-    /// QUIC datagrams queued for quinn, at most [`QUIC_QUEUE`].
-    queued: AtomicUsize,
+    /// How many QUIC datagrams are queued for quinn (at most [`QUIC_QUEUE`]); the receive
+    /// loop waits on it for room.
+    backlog: Arc<Backlog>,
     /// Relayed datagrams of sessions not mapped yet.
     parked: Mutex<Parked>,
     /// Receive buffers lent to quinn with direct datagrams in them.
@@ -223,7 +225,7 @@ impl DemuxSocket {
                 current: None,
             }),
             quic_tx,
-            queued: AtomicUsize::new(0),
+            backlog: Arc::default(),
             parked: Mutex::new(Parked::default()),
             pool: Arc::default(),
             last_sent: Mutex::new(HashMap::new()),
@@ -362,12 +364,12 @@ impl Inner {
 
     /// Run the receive loop on `io`, replacing the loop of an earlier socket.
     fn start_recv(self: &Arc<Self>, io: Arc<Io>) {
-        let pool = self.pool.clone();
         let task = tokio::spawn(recv::recv_loop(
             Arc::downgrade(self),
             io,
             self.ctl_tx.clone(),
-            pool,
+            self.pool.clone(),
+            self.backlog.clone(),
         ));
         // The old loop (if any) is aborted as its handle drops.
         *lock(&self.recv_task) = Some(AbortOnDrop(task));
@@ -376,8 +378,7 @@ impl Inner {
     /// Queue `batch` for quinn, dropping what does not fit in [`QUIC_QUEUE`] (as a
     /// congested link would).
     fn queue_for_quinn(&self, mut batch: QuicBatch) {
-        let queued = self.queued.load(Ordering::Relaxed);
-        let room = QUIC_QUEUE.saturating_sub(queued);
+        let room = QUIC_QUEUE.saturating_sub(self.backlog.queued());
         if batch.datagrams > room {
             let before = batch.datagrams;
             batch.truncate(room);
@@ -390,9 +391,9 @@ impl Inner {
         if n == 0 {
             return;
         }
-        self.queued.fetch_add(n, Ordering::Relaxed);
+        self.backlog.add(n);
         if self.quic_tx.try_send(batch).is_err() {
-            self.queued.fetch_sub(n, Ordering::Relaxed);
+            self.backlog.take(n);
             trace!("quic queue closed; datagrams dropped");
         }
     }
@@ -571,7 +572,7 @@ impl AsyncUdpSocket for DemuxSocket {
                 }
                 count += 1;
             }
-            self.inner.queued.fetch_sub(taken, Ordering::Relaxed);
+            self.inner.backlog.take(taken);
             if *next >= batch.runs.len() {
                 *current = None;
             }
@@ -646,7 +647,7 @@ mod tests {
         }
         b.push(addr(2), &[9; 10]);
         sock.inner.queue_for_quinn(b);
-        assert_eq!(sock.inner.queued.load(Ordering::Relaxed), 4);
+        assert_eq!(sock.inner.backlog.queued(), 4);
 
         let mut storage = [[0u8; 250]; 2];
         let [s0, s1] = &mut storage;
@@ -662,11 +663,11 @@ mod tests {
         );
         assert_eq!((meta[1].len, meta[1].stride), (100, 100));
         assert_eq!(bufs[1][0], 2);
-        assert_eq!(sock.inner.queued.load(Ordering::Relaxed), 1);
+        assert_eq!(sock.inner.backlog.queued(), 1);
         let got = sock.poll_recv(&mut cx, &mut bufs, &mut meta);
         assert!(matches!(got, Poll::Ready(Ok(1))));
         assert_eq!((meta[0].addr, meta[0].len), (addr(2), 10));
-        assert_eq!(sock.inner.queued.load(Ordering::Relaxed), 0);
+        assert_eq!(sock.inner.backlog.queued(), 0);
         assert!(sock.poll_recv(&mut cx, &mut bufs, &mut meta).is_pending());
     }
 
@@ -708,6 +709,6 @@ mod tests {
         assert!(made >= 1, "received into lent buffers");
         let c = ctl.recv().await.unwrap();
         assert_eq!((c.from, &c.data[..]), (from, &b"<HI!>"[..]));
-        assert_eq!(sock.inner.queued.load(Ordering::Relaxed), 0);
+        assert_eq!(sock.inner.backlog.queued(), 0);
     }
 }

@@ -15,7 +15,7 @@ use tokio::io::Interest;
 use tokio::sync::mpsc;
 use tracing::{debug, trace};
 
-use super::batch::{LastLookup, Pool, QuicBatch};
+use super::batch::{Backlog, LastLookup, Pool, QuicBatch};
 use super::{family, is_quic, lock, ControlDatagram, Inner, Io, GRO_BUF, MAX_DATAGRAM, RECV_SLOTS};
 
 pub(super) async fn recv_loop(
@@ -23,6 +23,7 @@ pub(super) async fn recv_loop(
     io: Arc<Io>,
     ctl_tx: mpsc::Sender<ControlDatagram>,
     pool: Arc<Pool>,
+    backlog: Arc<Backlog>,
 ) {
     // Without GRO every buffer holds one datagram; with it, up to a whole train.
     let slot = if io.state.gro_segments() > 1 {
@@ -35,7 +36,11 @@ pub(super) async fn recv_loop(
     // Received into when no buffer can be lent (then QUIC datagrams are copied out).
     let mut own = vec![0u8; slot * slots];
     let mut meta = vec![RecvMeta::default(); slots];
+    // The most QUIC datagrams one read can bring (a train per buffer).
+    let most = slots * io.state.gro_segments().max(1);
     loop {
+        // quinn behind: leave what arrives in the kernel's buffer meanwhile (see Backlog).
+        backlog.room_for(most).await;
         let mut lent = pool.lend(own.len());
         let n = {
             let storage = lent.as_mut().map_or(&mut own[..], |l| &mut l.buf[..]);
