@@ -52,13 +52,17 @@ pub enum MetricsError {
 }
 
 /// What `conn`'s QUIC statistics say so far, as JSON: round trip (µs), congestion window,
-/// path MTU, packets lost, congestion events, and UDP datagrams and system calls each way
-/// (datagrams per call show GSO and GRO at work).
+/// path MTU, packets lost, congestion events, how often this side found itself blocked by
+/// the peer's flow control (STREAM_DATA_BLOCKED and DATA_BLOCKED frames sent: a sender
+/// waiting for window, not for CPU or the network), and UDP datagrams and system calls
+/// each way (datagrams per call show GSO and GRO at work).
 pub fn quic_stats(conn: &quinn::Connection) -> serde_json::Value {
     let s = conn.stats();
     serde_json::json!({"rtt_us": s.path.rtt.as_micros() as u64, "cwnd": s.path.cwnd,
            "mtu": s.path.current_mtu, "lost_packets": s.path.lost_packets,
            "congestion_events": s.path.congestion_events,
+           "stream_blocked": s.frame_tx.stream_data_blocked,
+           "data_blocked": s.frame_tx.data_blocked,
            "tx_datagrams": s.udp_tx.datagrams, "tx_ios": s.udp_tx.ios,
            "rx_datagrams": s.udp_rx.datagrams, "rx_ios": s.udp_rx.ios})
 }
