@@ -65,6 +65,13 @@ pub const DEFAULT_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// worked.
 pub const MAX_QUIC_PAYLOAD: u16 = 1452 - punch_proto::wire::RELAY_HEADER_LEN as u16;
 
+/// How much stream data one peer may send ahead of what we have read, over all its
+/// streams: what a peer can make us buffer. quinn's default is unlimited (only its
+/// per-stream window, 1.25 MB, times 100 concurrent streams of each kind bounded it: 250
+/// MB); this is quinn's default send window, so a peer with punch's defaults never meets
+/// it, and one that raised its own is held to it.
+pub const CONNECTION_WINDOW: u32 = 10_000_000;
+
 /// Decides whether a client key may connect to our server (see [`server_config`]).
 pub type AcceptPeer = Arc<dyn Fn(&PublicKey) -> bool + Send + Sync>;
 
@@ -163,7 +170,8 @@ pub fn server_config(
 }
 
 /// QUIC transport parameters for peer connections: keep-alive every `keep_alive_interval`
-/// (quinn's default sends none) and a [`MAX_IDLE_TIMEOUT`] idle timeout. Set it on either config
+/// (quinn's default sends none), a [`MAX_IDLE_TIMEOUT`] idle timeout, and at most
+/// [`CONNECTION_WINDOW`] of unread stream data from the peer. Set it on either config
 /// with `transport_config(..)`.
 pub fn transport_config(
     keep_alive_interval: Duration,
@@ -173,6 +181,7 @@ pub fn transport_config(
     }
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(keep_alive_interval));
+    transport.receive_window(quinn::VarInt::from_u32(CONNECTION_WINDOW));
     let mut mtud = quinn::MtuDiscoveryConfig::default();
     mtud.upper_bound(MAX_QUIC_PAYLOAD);
     transport.mtu_discovery_config(Some(mtud));
