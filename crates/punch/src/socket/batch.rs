@@ -59,8 +59,10 @@ impl Backlog {
     /// (then at once, until it takes some again).
     pub(super) async fn room_for(&self, n: usize) {
         let n = n.min(QUIC_QUEUE);
-        let deadline = tokio::time::Instant::now() + ROOM_WAIT;
+        // The clock is read only when there is a wait (not for every read of the loop).
+        let mut deadline = None;
         while !self.stalled.load(Ordering::Relaxed) && self.queued() + n > QUIC_QUEUE {
+            let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + ROOM_WAIT);
             if tokio::time::timeout_at(deadline, self.room.notified())
                 .await
                 .is_err()
