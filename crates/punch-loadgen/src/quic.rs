@@ -170,13 +170,10 @@ fn endpoint(addr: SocketAddr, server: Option<quinn::ServerConfig>) -> Result<qui
 async fn drain(recv: &mut quinn::RecvStream) -> Result<u64> {
     let mut buf = vec![0u8; CHUNK];
     let mut total = 0u64;
-    loop {
-        match recv.read(&mut buf).await? {
-            Some(0) => {}
-            Some(n) => total += n as u64,
-            None => return Ok(total),
-        }
+    while let Some(n) = recv.read(&mut buf).await? {
+        total += n as u64;
     }
+    Ok(total)
 }
 
 /// Push `bytes` on a new stream; the seconds until the server confirmed it had them all.
