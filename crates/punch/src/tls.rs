@@ -466,14 +466,20 @@ mod tests {
             while c.wants_write() {
                 c.write_tls(&mut wire).unwrap();
             }
-            s.read_tls(&mut wire.as_slice()).unwrap();
-            s.process_new_packets().unwrap();
+            let mut unread = wire.as_slice();
+            while !unread.is_empty() {
+                s.read_tls(&mut unread).unwrap();
+                s.process_new_packets().unwrap();
+            }
             wire.clear();
             while s.wants_write() {
                 s.write_tls(&mut wire).unwrap();
             }
-            c.read_tls(&mut wire.as_slice()).unwrap();
-            c.process_new_packets().unwrap();
+            let mut unread = wire.as_slice();
+            while !unread.is_empty() {
+                c.read_tls(&mut unread).unwrap();
+                c.process_new_packets().unwrap();
+            }
             if !c.is_handshaking() && !s.is_handshaking() {
                 let suite = c.negotiated_cipher_suite().unwrap().suite();
                 assert_eq!(Some(suite), s.negotiated_cipher_suite().map(|s| s.suite()));
