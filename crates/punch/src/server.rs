@@ -47,13 +47,14 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use send::{Answers, Out, Outs, Train};
+use send::{Answers, Out, Outs, Train, Twin};
 
 use crate::telemetry::server::{UdpMetrics, UdpRequest, PUBLISH_INTERVAL};
 
 mod ancillary;
 mod frames;
 mod send;
+mod twin;
 
 /// How a server is set up.
 #[derive(Debug, Clone)]
@@ -110,7 +111,7 @@ pub struct ServerSockets {
 #[derive(Debug)]
 struct Group {
     addrs: ServerAddrs,
-    sockets: Vec<(SocketId, UdpSocket)>,
+    sockets: Vec<(SocketId, Bound)>,
 }
 
 fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
@@ -191,36 +192,34 @@ pub const MAX_GROUPS: usize = 4;
 /// Most sockets (and receive tasks) on one primary address.
 pub const MAX_WORKERS: usize = 256;
 
-/// `workers` sockets on `listen`: one plain socket when `workers` is 1, else sockets
-/// sharing the address through `SO_REUSEPORT` (the kernel hashes each client's address
-/// and port to one of them, so a client's datagrams all reach the same socket). The
-/// address is first bound without `SO_REUSEPORT`, so a port another server holds is
-/// refused as in use rather than shared with it.
-fn bind_primary(listen: SocketAddr, workers: usize) -> io::Result<Vec<UdpSocket>> {
-    let first = crate::socket::family::bind_udp_or_ipv4(listen)?;
+/// `workers` receiving sockets on `listen`, each with its send-only twin if it has one:
+/// with `workers` 1 one socket and its twin (see `twin.rs`, which also says why a port in
+/// use is refused), else sockets sharing the address through `SO_REUSEPORT` (the kernel
+/// hashes each client's address and port to one of them, so a client's datagrams all
+/// reach the same socket) and no twins; their address is first bound without
+/// `SO_REUSEPORT`, so a port another server holds is refused as in use rather than shared
+/// with it.
+fn bind_primary(listen: SocketAddr, workers: usize) -> io::Result<Vec<Bound>> {
     if workers <= 1 {
-        return Ok(vec![UdpSocket::from_std(first)?]);
+        let (recv, twin) = twin::bind_pair(listen)?;
+        return Ok(vec![(UdpSocket::from_std(recv)?, twin)]);
     }
+    let first = crate::socket::family::bind_udp_or_ipv4(listen)?;
     // The port chosen (for port 0) and the family bound (an IPv4 fallback for `[::]`).
     let addr = first.local_addr()?;
     drop(first);
     (0..workers)
         .map(|_| {
-            let s = socket2::Socket::new(
-                socket2::Domain::for_address(addr),
-                socket2::Type::DGRAM,
-                Some(socket2::Protocol::UDP),
-            )?;
-            if crate::socket::family::is_dual_stack_any(addr) {
-                s.set_only_v6(false)?;
-            }
-            s.set_reuse_port(true)?;
+            let s = twin::reuse_port_socket(addr)?;
             s.bind(&addr.into())?;
             s.set_nonblocking(true)?;
-            UdpSocket::from_std(s.into())
+            Ok((UdpSocket::from_std(s.into())?, None))
         })
         .collect()
 }
+
+/// A receiving socket and its send-only twin, if it has one.
+type Bound = (UdpSocket, Option<std::net::UdpSocket>);
 
 impl Group {
     async fn bind(
@@ -230,7 +229,7 @@ impl Group {
         workers: usize,
     ) -> io::Result<Group> {
         let primaries = bind_primary(listen, workers)?;
-        let primary_addr = primaries[0].local_addr()?;
+        let primary_addr = primaries[0].0.local_addr()?;
         let alt_port = match (alt_ip, alt_port) {
             (_, Some(p)) => Some(p),
             (Some(_), None) => Some(primary_addr.port().checked_add(1).ok_or_else(|| {
@@ -254,7 +253,7 @@ impl Group {
             if id != SocketId::PRIMARY {
                 let s = bind_udp(addr)
                     .map_err(|e| io::Error::new(e.kind(), format!("cannot bind {addr}: {e}")))?;
-                sockets.push((id, s));
+                sockets.push((id, (s, None)));
             }
         }
         Ok(Group { addrs, sockets })
@@ -368,14 +367,22 @@ pub async fn run(
 
     let mut outs = Vec::new();
     for (group, g) in groups.into_iter().enumerate() {
-        for (id, socket) in g.sockets {
+        for (id, (socket, twin)) in g.sockets {
             let local = socket.local_addr()?;
             let state = ancillary::udp_state(&socket, local)?;
+            let twin = match twin {
+                Some(t) => Some(Twin {
+                    state: ancillary::udp_state(&t, local)?,
+                    socket: t,
+                }),
+                None => None,
+            };
             outs.push(Out {
                 group,
                 id,
                 socket: Arc::new(socket),
                 state,
+                twin,
                 ipv6: local.is_ipv6(),
                 dual: crate::socket::family::is_dual_stack_any(local),
             });

@@ -14,14 +14,14 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 
 use nix::sys::socket::{setsockopt, sockopt};
 use quinn::udp::UdpSocketState;
-use tokio::net::UdpSocket;
 
 /// quinn-udp's state for `socket`, bound to `local`, without the control messages the
 /// server does not read (see the module doc).
-pub(super) fn udp_state(socket: &UdpSocket, local: SocketAddr) -> io::Result<UdpSocketState> {
+pub(super) fn udp_state(socket: &impl AsFd, local: SocketAddr) -> io::Result<UdpSocketState> {
     let state = UdpSocketState::new(socket.into())?;
     if !local.ip().is_unspecified() {
         // Best effort: a kernel that refuses only keeps sending what quinn-udp asked for.
@@ -45,6 +45,7 @@ pub(super) fn udp_state(socket: &UdpSocket, local: SocketAddr) -> io::Result<Udp
 mod tests {
     use super::*;
     use nix::sys::socket::getsockopt;
+    use tokio::net::UdpSocket;
 
     async fn bound(addr: &str) -> (UdpSocket, SocketAddr) {
         let socket = UdpSocket::bind(addr).await.expect("bind");

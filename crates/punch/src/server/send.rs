@@ -6,7 +6,7 @@
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::Arc;
 
 use nix::errno::Errno;
@@ -22,13 +22,31 @@ pub(super) struct Out {
     pub(super) socket: Arc<UdpSocket>,
     /// quinn-udp's view of it (batched receive, GSO sends of relayed trains).
     pub(super) state: quinn::udp::UdpSocketState,
+    /// The send-only socket on the same address that answers and relayed trains leave
+    /// from, where there is one (see `twin.rs`).
+    pub(super) twin: Option<Twin>,
     /// An IPv6 socket: IPv4 destinations need the mapped form, and only a dual-stack
     /// one (bound to `[::]`) reaches them.
     pub(super) ipv6: bool,
     pub(super) dual: bool,
 }
 
+/// A send-only socket, never polled, and quinn-udp's view of it.
+pub(super) struct Twin {
+    pub(super) socket: std::net::UdpSocket,
+    pub(super) state: quinn::udp::UdpSocketState,
+}
+
 impl Out {
+    /// The socket to send from (the twin, else the receiving socket) and its quinn-udp
+    /// state.
+    fn sender(&self) -> (BorrowedFd<'_>, &quinn::udp::UdpSocketState) {
+        match &self.twin {
+            Some(t) => (t.socket.as_fd(), &t.state),
+            None => (self.socket.as_fd(), &self.state),
+        }
+    }
+
     fn reaches(&self, to: SocketAddr) -> bool {
         match (to.is_ipv4(), self.ipv6) {
             (true, false) | (false, true) => true,
@@ -156,7 +174,7 @@ impl<'a> Answers<'a> {
         // Built per call: the headers hold raw pointers, so they cannot live in a task.
         let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(run, None);
         let no_cmsgs: [ControlMessage<'_>; 0] = [];
-        let fd = out.socket.as_raw_fd();
+        let fd = out.sender().0.as_raw_fd();
         sendmmsg(
             fd,
             &mut headers,
@@ -225,7 +243,7 @@ impl<'a> Train<'a> {
         let (Some(to), Some(out)) = (self.to, self.out) else {
             return;
         };
-        let (socket, state) = (&*out.socket, &out.state);
+        let (socket, state) = out.sender();
         let transmit = quinn::udp::Transmit {
             destination: crate::socket::family::for_socket(to, out.ipv6),
             ecn: None,
@@ -235,7 +253,7 @@ impl<'a> Train<'a> {
         };
         // Only WouldBlock is returned (quinn-udp logs the rest): a full send buffer loses
         // the datagrams as a congested link would.
-        if let Err(e) = state.send(socket.into(), &transmit) {
+        if let Err(e) = state.send((&socket).into(), &transmit) {
             debug!(%to, error = %e, "relay send failed");
         }
         self.clear();

@@ -33,9 +33,15 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
 /// Bind `addr`; when that is `[::]` and the host has no IPv6 at all (the family is not
 /// supported), bind the IPv4 unspecified address on the same port instead.
 pub fn bind_udp_or_ipv4(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
-    match bind_udp(addr) {
+    or_ipv4(addr, bind_udp)
+}
+
+/// `bind(addr)`; when `addr` is `[::]` and the host has no IPv6 at all, `bind` of the
+/// IPv4 unspecified address on the same port instead.
+pub fn or_ipv4<T>(addr: SocketAddr, bind: impl Fn(SocketAddr) -> io::Result<T>) -> io::Result<T> {
+    match bind(addr) {
         Err(e) if is_dual_stack_any(addr) && no_ipv6(&e) => {
-            bind_udp(SocketAddr::new(IPV4_ANY.ip(), addr.port()))
+            bind(SocketAddr::new(IPV4_ANY.ip(), addr.port()))
         }
         r => r,
     }
