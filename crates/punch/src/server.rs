@@ -209,12 +209,7 @@ fn bind_primary(listen: SocketAddr, workers: usize) -> io::Result<Vec<Bound>> {
     let addr = first.local_addr()?;
     drop(first);
     (0..workers)
-        .map(|_| {
-            let s = twin::reuse_port_socket(addr)?;
-            s.bind(&addr.into())?;
-            s.set_nonblocking(true)?;
-            Ok((UdpSocket::from_std(s.into())?, None))
-        })
+        .map(|_| Ok((UdpSocket::from_std(twin::bind_reuse_port(addr)?)?, None)))
         .collect()
 }
 

@@ -15,11 +15,13 @@
 //! receiving one: the twin never receives. A socket that has a program before its bind
 //! founds a group of its own: the kernel refuses it a port that another group (another
 //! server of the same user with `SO_REUSEPORT`) holds, as it refuses a port held by a
-//! plain socket, so a port in use is still refused rather than shared. Only where an address has one receiving socket (`--workers
-//! 1`, the default): with several, the kernel's hash spreads clients over them, and a
-//! program would have to redo that hash; they send from their own sockets. Where the
-//! program cannot be attached (another OS, a kernel without it) there is no twin either.
-//! The alternate sockets of RFC 5780 (a handful of requests per client) have none.
+//! plain socket, so a port in use is still refused rather than shared.
+//!
+//! Only where an address has one receiving socket (`--workers 1`, the default): with
+//! several, the kernel's hash spreads clients over them, and a program would have to redo
+//! that hash; they send from their own sockets. Where the program cannot be attached
+//! (another OS, a kernel without it) there is no twin either. The alternate sockets of
+//! RFC 5780 (a handful of requests per client) have none.
 
 use std::io;
 use std::net::SocketAddr;
@@ -43,7 +45,7 @@ pub(super) fn bind_pair(
             a.as_socket()
                 .ok_or_else(|| io::ErrorKind::InvalidData.into())
         })
-        .and_then(bind_twin)
+        .and_then(bind_reuse_port)
         .inspect_err(|e| debug!(error = %e, "no send-only socket"))
         .ok();
     Ok((recv.into(), twin))
@@ -64,7 +66,7 @@ fn steered(addr: SocketAddr) -> io::Result<Option<Socket>> {
 
 /// A UDP socket for `addr`'s family with `SO_REUSEPORT`, not yet bound (dual-stack for
 /// `[::]`).
-pub(super) fn reuse_port_socket(addr: SocketAddr) -> io::Result<Socket> {
+fn reuse_port_socket(addr: SocketAddr) -> io::Result<Socket> {
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if crate::socket::family::is_dual_stack_any(addr) {
         s.set_only_v6(false)?;
@@ -73,7 +75,9 @@ pub(super) fn reuse_port_socket(addr: SocketAddr) -> io::Result<Socket> {
     Ok(s)
 }
 
-fn bind_twin(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+/// A non-blocking UDP socket bound to `addr` with `SO_REUSEPORT`: a twin, or one of
+/// several workers' sockets on one address.
+pub(super) fn bind_reuse_port(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let s = reuse_port_socket(addr)?;
     s.bind(&addr.into())?;
     s.set_nonblocking(true)?;
