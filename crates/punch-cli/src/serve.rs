@@ -94,7 +94,9 @@ pub struct ServerArgs {
     /// UDP sockets on each listen address, each with its own receive task, so a busy
     /// server uses more than one core for STUN, relaying and registrations (each task
     /// checks the signatures of the registrations it received, outside the registry's
-    /// lock): the kernel (SO_REUSEPORT) spreads clients over them by address and port.
+    /// lock). They share the address (SO_REUSEPORT); a small program in the kernel
+    /// gives each client to one of them by a hash of its address and port, and each
+    /// answers from a send-only twin of its socket.
     /// 0: one per CPU the server may run on (taskset and cgroup limits count).
     ///
     /// A dual-stack client's two registrations may then reach the registry in either

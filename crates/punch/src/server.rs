@@ -67,8 +67,9 @@ pub struct ServerConfig {
     pub alt_port: Option<u16>,
     /// STUN requests and `<Hi!>` checks per source address (over it: dropped unanswered).
     pub stun_limit: RateLimit,
-    /// Sockets on each primary address, bound with `SO_REUSEPORT` so the kernel spreads
-    /// clients over them (one receive task each); 0: one per available core. Default 1:
+    /// Sockets on each primary address, sharing it (`SO_REUSEPORT`), each client given to
+    /// one of them by a hash of its address and port (one receive task each; see
+    /// `twin.rs`); 0: one per available core. Default 1:
     /// a dual-stack client's two registrations then reach the registry in the order they
     /// arrived, and the registry keeps the first as the peer's record (see
     /// `punch_proto::client` family handling); with several sockets they race.
@@ -192,24 +193,13 @@ pub const MAX_GROUPS: usize = 4;
 /// Most sockets (and receive tasks) on one primary address.
 pub const MAX_WORKERS: usize = 256;
 
-/// `workers` receiving sockets on `listen`, each with its send-only twin if it has one:
-/// with `workers` 1 one socket and its twin (see `twin.rs`, which also says why a port in
-/// use is refused), else sockets sharing the address through `SO_REUSEPORT` (the kernel
-/// hashes each client's address and port to one of them, so a client's datagrams all
-/// reach the same socket) and no twins; their address is first bound without
-/// `SO_REUSEPORT`, so a port another server holds is refused as in use rather than shared
-/// with it.
+/// `workers` receiving sockets on `listen`, each with its send-only twin if it has one
+/// (see `twin.rs`: how each client's datagrams reach one of the receiving sockets, and why
+/// a port another server holds is refused as in use rather than shared with it).
 fn bind_primary(listen: SocketAddr, workers: usize) -> io::Result<Vec<Bound>> {
-    if workers <= 1 {
-        let (recv, twin) = twin::bind_pair(listen)?;
-        return Ok(vec![(UdpSocket::from_std(recv)?, twin)]);
-    }
-    let first = crate::socket::family::bind_udp_or_ipv4(listen)?;
-    // The port chosen (for port 0) and the family bound (an IPv4 fallback for `[::]`).
-    let addr = first.local_addr()?;
-    drop(first);
-    (0..workers)
-        .map(|_| Ok((UdpSocket::from_std(twin::bind_reuse_port(addr)?)?, None)))
+    twin::bind_group(listen, workers)?
+        .into_iter()
+        .map(|(recv, twin)| Ok((UdpSocket::from_std(recv)?, twin)))
         .collect()
 }
 

@@ -1,7 +1,8 @@
-//! A server with one receiving socket (the default) also holds a send-only twin on the
-//! same address and port, and every datagram still reaches the receiving socket: each of
-//! many clients, asking once and never again, gets its answer from the address it asked.
-//! A second server on that port is refused rather than joining the two.
+//! Every receiving socket of a server (one by default, one per worker with `--workers`)
+//! has a send-only twin on the same address and port, and every datagram still reaches a
+//! receiving socket: each of many clients, asking once and never again, gets its answer
+//! from the address it asked. A second server on that port is refused rather than
+//! joining them.
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -17,7 +18,7 @@ use tokio::time::timeout;
 const TEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Client sockets, each from its own port: without the steering the kernel's hash would
-/// give about half of them to the twin, which never reads.
+/// give about half of them to the twins, which never read.
 const CLIENTS: usize = 200;
 
 /// Sockets in this network namespace bound to 127.0.0.1:`port` (`/proc/net/udp`),
@@ -38,10 +39,20 @@ fn bound_on(port: u16) -> usize {
 
 #[tokio::test]
 async fn the_twin_takes_no_datagram_and_answers_come_from_the_address_asked() {
+    twins_take_no_datagram(1).await;
+}
+
+#[tokio::test]
+async fn with_several_workers_no_twin_takes_a_datagram() {
+    twins_take_no_datagram(3).await;
+}
+
+async fn twins_take_no_datagram(workers: usize) {
     timeout(TEST_TIMEOUT, async {
         // Every client asks from 127.0.0.1: no per-address limit.
         let cfg = ServerConfig {
             stun_limit: RateLimit::new(0.0, 0.0),
+            workers,
             ..ServerConfig::default()
         };
         let server = ServerHandle::spawn((Ipv4Addr::LOCALHOST, 0).into(), cfg)
@@ -50,8 +61,8 @@ async fn the_twin_takes_no_datagram_and_answers_come_from_the_address_asked() {
         let addr = server.local_addr();
         assert_eq!(
             bound_on(addr.port()),
-            2,
-            "the receiving socket and its send-only twin"
+            2 * workers,
+            "each receiving socket and its send-only twin"
         );
         let mut clients = Vec::new();
         for i in 0..CLIENTS {
@@ -86,12 +97,17 @@ async fn the_twin_takes_no_datagram_and_answers_come_from_the_address_asked() {
 
 #[tokio::test]
 async fn a_port_in_use_is_refused_not_shared() {
-    let first = ServerSockets::bind_workers(&[((Ipv4Addr::LOCALHOST, 0).into(), None)], None, 1)
-        .await
-        .expect("bind");
-    let port: SocketAddr = first.local_addr();
-    assert_eq!(bound_on(port.port()), 2, "the socket and its twin");
-    let second = ServerSockets::bind_workers(&[(port, None)], None, 1).await;
-    assert!(second.is_err(), "a second server joined the first's port");
-    assert_eq!(bound_on(port.port()), 2);
+    for workers in [1, 2] {
+        let any = (Ipv4Addr::LOCALHOST, 0).into();
+        let first = ServerSockets::bind_workers(&[(any, None)], None, workers)
+            .await
+            .expect("bind");
+        let port: SocketAddr = first.local_addr();
+        assert_eq!(bound_on(port.port()), 2 * workers, "the sockets and twins");
+        for second_workers in [1, 2] {
+            let second = ServerSockets::bind_workers(&[(port, None)], None, second_workers).await;
+            assert!(second.is_err(), "a second server joined the first's port");
+        }
+        assert_eq!(bound_on(port.port()), 2 * workers);
+    }
 }
