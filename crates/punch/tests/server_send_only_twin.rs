@@ -22,18 +22,21 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(20);
 const CLIENTS: usize = 200;
 
 /// Sockets in this network namespace bound to 127.0.0.1:`port` (`/proc/net/udp`),
-/// counted by inode: a table read while other sockets come and go may list one twice.
+/// counted by inode over several reads of the table. The kernel hands the table out a
+/// chunk per read call and resumes by position, so a read while other tests' sockets come
+/// and go may list a socket twice or skip some (a CI run once saw none of a port's two);
+/// the sockets of this port change only when the test itself binds or drops them.
 fn bound_on(port: u16) -> usize {
-    let table = std::fs::read_to_string("/proc/net/udp").expect("/proc/net/udp");
     let local = format!("0100007F:{port:04X}");
-    let inodes: HashSet<&str> = table
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
+    let mut inodes = HashSet::new();
+    for _ in 0..5 {
+        let table = std::fs::read_to_string("/proc/net/udp").expect("/proc/net/udp");
+        inodes.extend(table.lines().skip(1).filter_map(|l| {
             let fields: Vec<&str> = l.split_whitespace().collect();
-            (fields.get(1) == Some(&local.as_str())).then(|| fields.get(9).copied())?
-        })
-        .collect();
+            (fields.get(1) == Some(&local.as_str()))
+                .then(|| fields.get(9).map(|s| s.to_string()))?
+        }));
+    }
     inodes.len()
 }
 
