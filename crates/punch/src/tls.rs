@@ -458,28 +458,27 @@ mod tests {
         client: rustls::ClientConfig,
         server: rustls::ServerConfig,
     ) -> rustls::CipherSuite {
-        let name = ServerName::try_from(SERVER_NAME).unwrap();
-        let mut c = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
-        let mut s = rustls::ServerConnection::new(Arc::new(server)).unwrap();
-        for _ in 0..10 {
+        /// Everything `from` has to send, written into `to`, which reads it all.
+        fn deliver(from: &mut rustls::Connection, to: &mut rustls::Connection) {
             let mut wire = Vec::new();
-            while c.wants_write() {
-                c.write_tls(&mut wire).unwrap();
+            while from.wants_write() {
+                from.write_tls(&mut wire).unwrap();
             }
             let mut unread = wire.as_slice();
             while !unread.is_empty() {
-                s.read_tls(&mut unread).unwrap();
-                s.process_new_packets().unwrap();
+                to.read_tls(&mut unread).unwrap();
+                to.process_new_packets().unwrap();
             }
-            wire.clear();
-            while s.wants_write() {
-                s.write_tls(&mut wire).unwrap();
-            }
-            let mut unread = wire.as_slice();
-            while !unread.is_empty() {
-                c.read_tls(&mut unread).unwrap();
-                c.process_new_packets().unwrap();
-            }
+        }
+        let name = ServerName::try_from(SERVER_NAME).unwrap();
+        let mut c = rustls::Connection::from(
+            rustls::ClientConnection::new(Arc::new(client), name).unwrap(),
+        );
+        let mut s =
+            rustls::Connection::from(rustls::ServerConnection::new(Arc::new(server)).unwrap());
+        for _ in 0..10 {
+            deliver(&mut c, &mut s);
+            deliver(&mut s, &mut c);
             if !c.is_handshaking() && !s.is_handshaking() {
                 let suite = c.negotiated_cipher_suite().unwrap().suite();
                 assert_eq!(Some(suite), s.negotiated_cipher_suite().map(|s| s.suite()));
