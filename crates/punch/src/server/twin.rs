@@ -164,7 +164,6 @@ fn program(workers: usize) -> Vec<nix::libc::sock_filter> {
         k,
     };
     let net = |offset: i32| (SKF_NET_OFF + offset) as u32;
-    let ret_a = op(BPF_RET | BPF_A, 0);
     if workers <= 1 {
         return vec![op(BPF_RET | BPF_K, 0)];
     }
@@ -199,7 +198,7 @@ fn program(workers: usize) -> Vec<nix::libc::sock_filter> {
         op(BPF_ALU | BPF_MUL | BPF_K, 0x9e37_79b1),
         op(BPF_ALU | BPF_RSH | BPF_K, 16),
         op(BPF_ALU | BPF_MOD | BPF_K, workers as u32),
-        ret_a,
+        op(BPF_RET | BPF_A, 0),
     ]);
     p
 }
