@@ -193,6 +193,8 @@ fn runtime(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 fn main() -> Result<()> {
+    // First, before any thread: may run this program again with a glibc tunable.
+    punch::memcpy::reexec_with_copy_tunable();
     let cli = Cli::parse();
     let default_level = match cli.verbose {
         0 => "warn",
@@ -205,6 +207,9 @@ fn main() -> Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    if let Some(t) = punch::memcpy::tunables_in_effect() {
+        tracing::debug!("glibc copies: GLIBC_TUNABLES={t} (see punch::memcpy)");
+    }
     let rt = runtime(&cli.command).context("starting the async runtime")?;
     rt.block_on(async move {
         match cli.command {

@@ -79,11 +79,23 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, args: &[&str]) -> Proc {
+        Proc::spawn_env(name, args, &[])
+    }
+
+    /// [`Proc::spawn`] with environment variables set (`Some`) or removed (`None`).
+    pub fn spawn_env(name: &str, args: &[&str], env: &[(&str, Option<&str>)]) -> Proc {
         let data = TempDir::new("data");
-        let mut child = Command::new(punch_bin())
-            .args(args)
+        let mut cmd = Command::new(punch_bin());
+        cmd.args(args)
             .env("PUNCH_DATA_DIR", data.path())
-            .env("RUST_LOG", "warn,punch=debug,punch_proto=debug")
+            .env("RUST_LOG", "warn,punch=debug,punch_proto=debug");
+        for (k, v) in env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -126,6 +138,11 @@ impl Proc {
             stdout_closed: false,
             _data: data,
         }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Start `punch chat --json` on loopback.
@@ -302,12 +319,17 @@ impl Server {
 
     /// A server with `extra` options (e.g. `--data-dir DIR`).
     pub fn start_with(extra: &[&str]) -> Server {
+        Server::start_env(extra, &[])
+    }
+
+    /// A server with `extra` options and environment variables set or removed (`None`).
+    pub fn start_env(extra: &[&str], env: &[(&str, Option<&str>)]) -> Server {
         for _ in 0..5 {
             let addr = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
             let listen = addr.to_string();
             let mut args = vec!["server", "--listen", &listen];
             args.extend_from_slice(extra);
-            let proc = Proc::spawn("server", &args);
+            let proc = Proc::spawn_env("server", &args, env);
             // The server prints its address on stderr once the socket is bound; if the port
             // was taken meanwhile it exits with an error instead, and we try another.
             let end = Instant::now() + EVENT_TIMEOUT;

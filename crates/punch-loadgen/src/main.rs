@@ -74,6 +74,8 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    // As `punch` does, so the plain QUIC reference runs with the same glibc copies.
+    punch::memcpy::reexec_with_copy_tunable();
     let cli = Cli::parse();
     match cli.command {
         Command::Stun(args) => stun::run(args),
