@@ -8,7 +8,7 @@
 //! plaintext into its record, the decrypted plaintext out of it), and the heap's layout can
 //! put every record of a transfer in the slow case: on a Zen 4 (family 0x19, model 0x11)
 //! the receiver spent over a third of its core in that one copy, and a bulk transfer ran at
-//! 0.6-0.7 of its speed with the vector loops.
+//! 0.6-0.8 of its speed with the vector loops.
 //!
 //! glibc chooses its copy routine once, when the program starts, from the `GLIBC_TUNABLES`
 //! environment variable, so no call made later can change it: [`reexec_with_copy_tunable`]
