@@ -405,6 +405,12 @@ pub fn chat_run(lab: &Lab, ns_a: &str, ns_b: &str, expect_direct: bool) -> Outco
     bob.say("hello from bob");
 
     let ms = |t: Instant| t.duration_since(started).as_secs_f64() * 1000.0;
+    // Its start first (a new identity is written and synced to disk, which once took 7 s
+    // on a machine busy with other tests), then the connect, each with its own timeout:
+    // a slow disk must not count against the punch timeout.
+    bob.wait_for(EVENT_TIMEOUT, |v| {
+        v["event"] == "registered" || v["event"] == "error"
+    });
     let got = bob.wait_for(EVENT_TIMEOUT, |v| {
         v["event"] == "connected" || v["event"] == "error"
     });
