@@ -30,7 +30,11 @@ use tracing_subscriber::EnvFilter;
       punch server --listen IP1:3478 --alt-addr IP2      on a public host\n  \
       punch nat-type --server HOST                       what does my NAT do?\n  \
       punch chat --server HOST --name alice              behind one NAT\n  \
-      punch chat --server HOST --name bob --peer alice   behind another"
+      punch chat --server HOST --name bob --peer alice   behind another\n\n\
+      On AMD Zen 3 and Zen 4 CPUs punch starts itself again at once with glibc's\n\
+      glibc.cpu.x86_rep_movsb_threshold raised in GLIBC_TUNABLES (glibc's rep movsb\n\
+      copies are slow there, and TLS over TCP copies every record); a value you set\n\
+      for that tunable yourself is kept."
 )]
 struct Cli {
     /// More log output on stderr (-v info, -vv debug). RUST_LOG overrides.
