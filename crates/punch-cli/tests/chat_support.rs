@@ -88,7 +88,10 @@ impl Proc {
         let mut cmd = Command::new(punch_bin());
         cmd.args(args)
             .env("PUNCH_DATA_DIR", data.path())
-            .env("RUST_LOG", "warn,punch=debug,punch_proto=debug");
+            .env("RUST_LOG", "warn,punch=debug,punch_proto=debug")
+            // No backtrace for an error punch exits with (RUST_BACKTRACE=1 asks for one):
+            // symbolizing the debug binary took 0.8 s on a busy machine and held its exit.
+            .env("RUST_LIB_BACKTRACE", "0");
         for (k, v) in env {
             match v {
                 Some(v) => cmd.env(k, v),

@@ -184,6 +184,8 @@ impl Proc {
             .arg(bin)
             .args(args)
             .env("RUST_LOG", "punch=debug,punch_proto=debug,warn")
+            // As in chat_support.rs: no backtrace for an error punch exits with.
+            .env("RUST_LIB_BACKTRACE", "0")
             .env("PUNCH_DATA_DIR", data_dir(ns))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
