@@ -1,14 +1,15 @@
 //! The start-up fix for glibc's block copies on AMD Zen 3 and Zen 4.
 //!
 //! On CPUs that announce fast short `rep movsb` (FSRM), glibc 2.36 (Debian 12) copies
-//! blocks from 2,112 bytes up (to a bound near the cache's size) with `rep movsb`. On AMD family 0x19 (Zen 3, Zen 4) that
-//! instruction drops from 50-90 GB/s to about 3 GB/s when the destination lies 1 to 15 bytes
-//! past the source, counted modulo 4 KiB; glibc's vector loops have no such case. A punched
-//! TCP link copies each 16 KiB TLS record once in user space on either side (rustls: the
-//! plaintext into its record, the decrypted plaintext out of it), and the heap's layout can
-//! put every record of a transfer in the slow case: on a Zen 4 (family 0x19, model 0x11)
-//! the receiver spent over a third of its core in that one copy, and a bulk transfer ran at
-//! 0.6-0.8 of its speed with the vector loops.
+//! blocks from 2,112 bytes up (to a bound near the cache's size) with `rep movsb`. On AMD
+//! family 0x19 (Zen 3, Zen 4) that instruction drops from 50-90 GB/s to about 3 GB/s when
+//! the destination lies 1 to 15 bytes past the source, counted modulo 4 KiB; glibc's
+//! vector loops have no such case. A punched TCP link copies each 16 KiB TLS record once
+//! in user space on either side (rustls: the plaintext into its record, the decrypted
+//! plaintext out of it), and the heap's layout can put every record of a transfer in the
+//! slow case: on a Zen 4 (family 0x19, model 0x11) the receiver spent over a third of its
+//! core in that one copy, and a bulk transfer ran at 0.6-0.8 of its speed with the vector
+//! loops.
 //!
 //! glibc chooses its copy routine once, when the program starts, from the `GLIBC_TUNABLES`
 //! environment variable, so no call made later can change it: [`reexec_with_copy_tunable`]
