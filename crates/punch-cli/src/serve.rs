@@ -103,8 +103,8 @@ pub struct ServerArgs {
     /// order; either address reaches the client (it takes the server's frames over both).
     ///
     /// Example: --workers 0 on a busy server (one signed registration, its challenge
-    /// included, costs about 65 µs of CPU on a 2 GHz core: about 15,000 per second per
-    /// worker's core).
+    /// included, cost 40-70 µs of CPU in the benchmarks on two hosts: some 15,000 to
+    /// 25,000 per second per worker's core).
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=256))]
     pub workers: u16,
     /// Serve Prometheus metrics over HTTP on ADDR: requests by kind, live registrations,
